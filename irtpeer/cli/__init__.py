@@ -1,0 +1,54 @@
+"""The ``irtpeer`` command line: a thin layer over the library.
+
+Each sub-command lives in its own module with a ``register(subparsers)`` function that adds its
+parser and sets ``func`` to a callable taking the parsed arguments and returning an exit code.
+Errors the user can cause are :class:`irtpeer.IrtpeerError`; they are printed without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .._errors import IrtpeerError
+
+# Sub-command modules, in the order their commands are listed in ``irtpeer --help``.
+COMMAND_MODULES = [
+    "irtpeer.cli.score",
+    "irtpeer.cli.simulate",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="irtpeer",
+        description="Calibrate LLM-judge ratings with a Many-Facet Rasch Model.",
+    )
+    parser.add_argument("--version", action="version", version=f"irtpeer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except IrtpeerError as exc:
+        print(f"irtpeer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("irtpeer: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
