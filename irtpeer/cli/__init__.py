@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("irtpeer: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (e.g. `irtpeer score ... | head`): not an error of ours
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

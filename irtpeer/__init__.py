@@ -1,0 +1,60 @@
+"""irtpeer: psychometrics-first evaluation of LLMs with LLM judges.
+
+The flow is ``load_ratings`` -> ``ModelSpec`` -> an estimator's ``fit`` -> a :class:`Calibration`::
+
+    import irtpeer
+    ratings = irtpeer.load_ratings("ratings.parquet")
+    cal = irtpeer.TorchMFRM(irtpeer.ModelSpec(scale="auto")).fit(ratings).calibration_
+    print(cal.summary())
+    cal.to_csv("results/")
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from ._calibration import Calibration
+from ._errors import (
+    ConvergenceError,
+    DesignError,
+    IrtpeerError,
+    MissingDependencyError,
+    RatingsError,
+)
+from .estimators import TorchMFRM
+from .ratings import Ratings, load_ratings
+from .simulate import simulate
+from .spec import ModelSpec
+
+__all__ = [
+    "__version__",
+    "Calibration",
+    "ConvergenceError",
+    "DesignError",
+    "IrtpeerError",
+    "MissingDependencyError",
+    "ModelSpec",
+    "Ratings",
+    "RatingsError",
+    "TorchMFRM",
+    "calibrate",
+    "example_path",
+    "load_ratings",
+    "simulate",
+]
+
+
+def calibrate(ratings, spec: ModelSpec | None = None, *, estimator: str = "torch", **kwargs) -> Calibration:
+    """Fit ``ratings`` (a :class:`Ratings`, a path or a DataFrame) and return the Calibration."""
+    from .estimators import get_estimator
+
+    if not isinstance(ratings, Ratings):
+        ratings = load_ratings(ratings)
+    return get_estimator(estimator)(spec, **kwargs).fit(ratings).calibration_
+
+
+def example_path() -> str:
+    """Path of the bundled example ratings (simulated; see ``irtpeer/data/README``)."""
+    from importlib.resources import files
+
+    return str(files("irtpeer") / "data" / "example_ratings.parquet")

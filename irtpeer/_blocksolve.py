@@ -1,0 +1,209 @@
+"""Solving with a facet-structured Hessian by nested Schur complements.
+
+In a many-facet model every observation touches exactly one element of each facet, so the block
+of the Hessian that couples a facet with itself is diagonal. We exploit that: the largest facet
+whose (current) block is diagonal is eliminated exactly,
+
+    H = [[D, C], [C^T, E]]   ->   S = E - C^T D^{-1} C,
+
+and the elimination repeats on ``S`` while a large block of it is still diagonal (in response mode
+the persons go first, then the questions, because each person is nested in one question). What is
+left is small and dense and is factorised by Cholesky. Nothing of the size of the largest facet
+squared is ever formed.
+
+With ``W = D^{-1} C`` and ``Y = S^{-1}`` the inverse is ``[[D^{-1} + W Y W^T, -W Y], [-Y W^T, Y]]``,
+so the diagonal of ``H^{-1}`` on the eliminated block is ``1/d + diag(W Y W^T)``; the quadratic
+forms ``w^T Y w`` recurse level by level: with ``w = (a, u)`` split like the next level,
+``w^T Y w = a^T D'^{-1} a + z^T Y' z`` where ``z = u - W'^T a``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+__all__ = ["BlockSchurSolver", "NotPositiveDefinite"]
+
+
+class NotPositiveDefinite(np.linalg.LinAlgError):
+    """The matrix is singular or indefinite (an unidentified design)."""
+
+    def __init__(self, message: str, null_vector: np.ndarray | None = None):
+        super().__init__(message)
+        self.null_vector = null_vector
+
+
+@dataclass
+class _Level:
+    b_local: np.ndarray  # positions (in this level's ordering) of the eliminated block
+    rest_local: np.ndarray  # positions of what remains, in the next level's order
+    d: np.ndarray  # diagonal of the eliminated block
+    W: sp.csr_matrix  # D^{-1} C, shape (len(b_local), len(rest_local))
+
+
+class BlockSchurSolver:
+    """Factorise a symmetric positive-definite matrix with diagonal facet blocks.
+
+    Parameters
+    ----------
+    H
+        Symmetric positive-definite matrix (scipy sparse or dense), shape (n, n).
+    blocks
+        A partition of ``range(n)`` into index arrays, one per facet. A block whose sub-matrix is
+        diagonal is a candidate for exact elimination.
+    dense_max
+        The largest remainder factorised densely; beyond it :class:`MemoryError` is raised.
+    """
+
+    def __init__(
+        self,
+        H,
+        blocks: list[np.ndarray],
+        *,
+        min_eliminate: int = 64,
+        dense_max: int = 8000,
+    ):
+        M = sp.csr_matrix(H, dtype=np.float64)
+        n = M.shape[0]
+        self.n = n
+        cur = np.arange(n)  # global indices in the current level's order
+        block_of = np.empty(n, dtype=np.int64)
+        for k, b in enumerate(blocks):
+            block_of[np.asarray(b, dtype=np.int64)] = k
+        self.levels: list[_Level] = []
+        self._order: list[np.ndarray] = []  # global indices of each level's eliminated block
+
+        while True:
+            cur_blocks = block_of[cur]
+            sizes = np.bincount(cur_blocks, minlength=len(blocks))
+            chosen = None
+            for k in np.argsort(-sizes, kind="stable"):
+                if sizes[k] < min_eliminate or len(cur) - sizes[k] == 0:
+                    break
+                pos = np.flatnonzero(cur_blocks == k)
+                sub = M[pos][:, pos]
+                offdiag = sub.nnz - np.count_nonzero(sub.diagonal())
+                if offdiag == 0:
+                    chosen = (k, pos)
+                    break
+            if chosen is None:
+                break
+            _, b_local = chosen
+            mask = np.ones(len(cur), dtype=bool)
+            mask[b_local] = False
+            rest_local = np.flatnonzero(mask)
+            d = np.asarray(M[b_local][:, b_local].diagonal()).ravel()
+            if not np.all(d > 0):
+                bad = cur[b_local][~(d > 0)]
+                vec = np.zeros(n)
+                vec[bad[0]] = 1.0
+                raise NotPositiveDefinite(
+                    f"{len(bad)} parameter(s) carry no information", null_vector=vec
+                )
+            C = M[b_local][:, rest_local].tocsr()
+            W = sp.diags(1.0 / d) @ C
+            W = sp.csr_matrix(W)
+            S = M[rest_local][:, rest_local] - (C.T @ W)
+            self.levels.append(_Level(b_local, rest_local, d, W))
+            self._order.append(cur[b_local])
+            M = sp.csr_matrix(S)
+            cur = cur[rest_local]
+
+        r = len(cur)
+        if r > dense_max:
+            raise MemoryError(
+                f"the part of the design that cannot be eliminated facet by facet has {r} "
+                f"parameters (limit {dense_max})"
+            )
+        self._dense_idx = cur
+        T = M.toarray() if sp.issparse(M) else np.asarray(M)
+        T = 0.5 * (T + T.T)
+        self._T = T
+        try:
+            self._chol = sla.cho_factor(T, lower=True, check_finite=False) if r else None
+            if r:
+                # cho_factor does not always raise on a numerically singular matrix
+                diag = np.diag(self._chol[0])
+                if np.any(~np.isfinite(diag)) or diag.min() <= 1e-10 * max(diag.max(), 1e-300):
+                    raise np.linalg.LinAlgError("tiny pivot")
+        except np.linalg.LinAlgError:
+            w, V = np.linalg.eigh(T)
+            vec = np.zeros(n)
+            vec[cur] = V[:, 0]
+            raise NotPositiveDefinite(
+                "the information matrix is singular: some parameters are not identified",
+                null_vector=vec,
+            ) from None
+        self._Tinv: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ solving
+    def _dense_solve(self, g: np.ndarray) -> np.ndarray:
+        if len(self._dense_idx) == 0:
+            return g
+        return sla.cho_solve(self._chol, g, check_finite=False)
+
+    def _solve_level(self, level: int, g: np.ndarray) -> np.ndarray:
+        if level == len(self.levels):
+            return self._dense_solve(g)
+        L = self.levels[level]
+        g_b = g[L.b_local]
+        g_r = g[L.rest_local]
+        x_r = self._solve_level(level + 1, g_r - L.W.T @ g_b)
+        dd = L.d if g.ndim == 1 else L.d[:, None]
+        x_b = g_b / dd - L.W @ x_r
+        x = np.empty_like(g)
+        x[L.b_local] = x_b
+        x[L.rest_local] = x_r
+        return x
+
+    def solve(self, g: np.ndarray) -> np.ndarray:
+        """Return ``H^{-1} g`` for a vector or a matrix of right-hand sides."""
+        g = np.asarray(g, dtype=np.float64)
+        return self._solve_level(0, g)
+
+    # ----------------------------------------------------------- inverse diagonal
+    def _Tinv_(self) -> np.ndarray:
+        if self._Tinv is None:
+            r = len(self._dense_idx)
+            self._Tinv = self._dense_solve(np.eye(r)) if r else np.zeros((0, 0))
+        return self._Tinv
+
+    def _quad(self, level: int, Z) -> np.ndarray:
+        """Row-wise ``z^T (H_level)^{-1} z`` for the rows of Z (sparse or dense)."""
+        m = Z.shape[0]
+        if level == len(self.levels):
+            Tinv = self._Tinv_()
+            out = np.empty(m)
+            r = max(Tinv.shape[0], 1)
+            step = max(1, 4_000_000 // r)
+            for s in range(0, m, step):
+                z = Z[s : s + step]
+                z = z.toarray() if sp.issparse(z) else np.asarray(z)
+                out[s : s + step] = np.einsum("ij,ij->i", z @ Tinv, z)
+            return out
+        L = self.levels[level]
+        if sp.issparse(Z):
+            Z = sp.csc_matrix(Z)
+            A = Z[:, L.b_local]
+            U = Z[:, L.rest_local]
+            first = np.asarray(A.multiply(A) @ (1.0 / L.d)).ravel()
+            Znext = sp.csr_matrix(U - A @ L.W)
+        else:
+            A = Z[:, L.b_local]
+            U = Z[:, L.rest_local]
+            first = (A * A) @ (1.0 / L.d)
+            Znext = U - np.asarray((L.W.T @ A.T).T)
+        return first + self._quad(level + 1, Znext)
+
+    def diag_inv(self) -> np.ndarray:
+        """The diagonal of ``H^{-1}``, exactly, without forming ``H^{-1}``."""
+        out = np.empty(self.n)
+        for level, L in enumerate(self.levels):
+            idx = self._order[level]
+            out[idx] = 1.0 / L.d + self._quad(level + 1, L.W)
+        if len(self._dense_idx):
+            out[self._dense_idx] = np.diag(self._Tinv_())
+        return out

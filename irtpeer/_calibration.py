@@ -1,0 +1,356 @@
+"""The one result object that the CLI, the report and every analysis read from."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._errors import IrtpeerError
+from .ratings import Ratings
+from .spec import ModelSpec
+
+__all__ = ["Calibration", "PEER_DIMENSIONS", "DIGNITY_DIMENSIONS"]
+
+#: The paper's composites: Peer = mean(E, C), Dignity = mean(A, T).
+PEER_DIMENSIONS = ("E", "C")
+DIGNITY_DIMENSIONS = ("A", "T")
+_COMPOSITES = {"peer": PEER_DIMENSIONS, "dignity": DIGNITY_DIMENSIONS}
+
+_MEASURE_COLUMNS = [
+    "dimension", "facet", "element", "measure", "se", "se_model", "count", "total",
+    "observed_average", "status",
+]
+
+
+def _atomic_write_text(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Calibration:
+    """Calibrated measures of a many-facet Rasch model, with standard errors.
+
+    Attributes
+    ----------
+    measures
+        One row per element of every facet in every dimension: ``dimension, facet, element,
+        measure, se, se_model, count, total, observed_average, status``. Persons higher = better;
+        every other facet higher = harder / more severe. Rating-scale thresholds appear as facet
+        ``threshold`` with element = the upper category of the step.
+    scores
+        One row per model: each dimension's measure and ``_se``; ``peer``/``dignity`` with SEs
+        when their dimensions exist; ``raw_*`` (mean score, the paper's Raw Prob for binary items)
+        and ``z_*`` (each judge's scores standardised, then averaged) beside them.
+    cov
+        Covariance matrices (DataFrames, models x models) of the model-level scores: one per
+        dimension and, when they exist, ``peer`` and ``dignity``.
+    convergence
+        One row per dimension: iterations, max gradient, max score residual, log-likelihood, ...
+    identification
+        Per dimension, the constraints that fix the scale.
+    notes
+        Everything the fit decided on the user's behalf (dropped nulls, left-out facets,
+        extreme elements, unobserved categories, ...).
+    """
+
+    measures: pd.DataFrame
+    scores: pd.DataFrame
+    cov: dict[str, pd.DataFrame]
+    convergence: pd.DataFrame
+    identification: dict[str, str]
+    notes: list[str]
+    spec: ModelSpec
+    estimator: str
+    penalty: float
+    source: str
+    data_summary: dict
+    person: str
+    seconds: float = 0.0
+    meta: dict = field(default_factory=dict)
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def _from_fits(cls, *, ratings: Ratings, spec: ModelSpec, fits, estimator, seconds: float):
+        measures = pd.concat([f.measures for f in fits], ignore_index=True)[_MEASURE_COLUMNS]
+        dims = [f.design.dimension for f in fits]
+        models = sorted(set().union(*[set(f.design.model_labels) for f in fits]))
+        scores = pd.DataFrame({ratings.person: models})
+        cov: dict[str, pd.DataFrame] = {}
+        for f in fits:
+            d = f.design.dimension
+            m = pd.Series(f.model_measure, index=f.design.model_labels)
+            c = pd.DataFrame(f.model_cov, index=f.design.model_labels, columns=f.design.model_labels)
+            c = c.reindex(index=models, columns=models)
+            scores[d] = m.reindex(models).to_numpy()
+            scores[f"{d}_se"] = np.sqrt(np.diag(c.to_numpy()))
+            cov[d] = c
+        for name, parts in _COMPOSITES.items():
+            if all(p in dims for p in parts):
+                scores[name] = sum(scores[p] for p in parts) / len(parts)
+                # the dimensions are fitted separately: their estimates are independent
+                cv = sum(cov[p] for p in parts) / len(parts) ** 2
+                cov[name] = cv
+                scores[f"{name}_se"] = np.sqrt(np.diag(cv.to_numpy()))
+        raw, z = _raw_and_z(ratings, dims)
+        for d in dims:
+            scores[f"raw_{d}"] = raw[d].reindex(models).to_numpy()
+        for name, parts in _COMPOSITES.items():
+            if all(p in dims for p in parts):
+                scores[f"raw_{name}"] = sum(scores[f"raw_{p}"] for p in parts) / len(parts)
+        if z is not None:
+            for d in dims:
+                scores[f"z_{d}"] = z[d].reindex(models).to_numpy()
+            for name, parts in _COMPOSITES.items():
+                if all(p in dims for p in parts):
+                    scores[f"z_{name}"] = sum(scores[f"z_{p}"] for p in parts) / len(parts)
+        notes = list(ratings.notes)
+        for f in fits:
+            notes.extend(n for n in f.notes if n not in notes)
+        if z is None:
+            notes.append("no 'judge' facet: the per-judge Z-score columns are not computed")
+        if spec.person_mode == "response":
+            notes.append(
+                "person mode 'response': each model x question response has its own measure, "
+                "separated from the question's difficulty only by the ridge penalty "
+                f"({estimator.penalty_:g}); a model's score is the mean of its responses"
+            )
+        convergence = pd.DataFrame([f.convergence for f in fits])
+        return cls(
+            measures=measures,
+            scores=scores,
+            cov=cov,
+            convergence=convergence,
+            identification={f.design.dimension: f.identification for f in fits},
+            notes=notes,
+            spec=spec,
+            estimator=estimator.name,
+            penalty=estimator.penalty_,
+            source=ratings.source,
+            data_summary=dict(ratings.summary),
+            person=ratings.person,
+            seconds=seconds,
+            meta={
+                "facets": list(ratings.facets),
+                "dimension_column": ratings.dimension,
+                "score_column": ratings.score,
+                "scales": {f.design.dimension: f.design.scale for f in fits},
+                "categories": {
+                    f.design.dimension: [int(c) for c in f.design.categories] for f in fits
+                },
+                "device": str(getattr(estimator, "device_", "")),
+            },
+        )
+
+    # ------------------------------------------------------------------ access
+    @property
+    def dimensions(self) -> list[str]:
+        return list(self.identification)
+
+    def facet(self, facet: str, dimension: str | None = None) -> pd.DataFrame:
+        """The measures of one facet (optionally in one dimension)."""
+        m = self.measures[self.measures["facet"] == facet]
+        if m.empty:
+            raise IrtpeerError(
+                f"no facet {facet!r}; facets are {', '.join(self.measures['facet'].unique())}"
+            )
+        if dimension is not None:
+            m = m[m["dimension"] == dimension]
+        return m.reset_index(drop=True)
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """Wald confidence intervals ``measure ± z * se`` for every element."""
+        from scipy.stats import norm
+
+        zq = norm.ppf(1 - alpha / 2)
+        out = self.measures[["dimension", "facet", "element", "measure", "se"]].copy()
+        out["lower"] = out["measure"] - zq * out["se"]
+        out["upper"] = out["measure"] + zq * out["se"]
+        return out
+
+    # ----------------------------------------------------------------- display
+    def facet_summary(self) -> pd.DataFrame:
+        """Per dimension and facet: number of elements, spread of measures, mean SE."""
+        rows = []
+        for (d, f), g in self.measures.groupby(["dimension", "facet"], sort=False):
+            mm = g["measure"].to_numpy(dtype=float)
+            rows.append(
+                {
+                    "dimension": d,
+                    "facet": f,
+                    "elements": len(g),
+                    "min": float(np.nanmin(mm)),
+                    "max": float(np.nanmax(mm)),
+                    "range": float(np.nanmax(mm) - np.nanmin(mm)),
+                    "sd": float(np.nanstd(mm)),
+                    "mean_se": float(np.nanmean(g["se"])),
+                    "extreme": int((g["status"].astype(str).str.startswith("extreme")).sum()),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        """A readable text summary: scores, facet spreads, convergence and notes."""
+        lines = []
+        ds = self.data_summary
+        lines.append(f"irtpeer calibration of {self.source}")
+        lines.append(
+            f"  {ds.get('rows_used', '?')} judgments used ({ds.get('null_scores', 0)} without a "
+            f"score left out); estimator {self.estimator}, person mode {self.spec.person_mode}, "
+            f"penalty {self.penalty:g}, {self.seconds:.2f} s"
+        )
+        for d, ident in self.identification.items():
+            scale = self.meta.get("scales", {}).get(d, "")
+            cats = self.meta.get("categories", {}).get(d, [])
+            lines.append(f"  [{d}] {scale} ({cats[0]}..{cats[-1]}): {ident}" if cats else f"  [{d}] {ident}")
+        lines.append("")
+        lines.append("Scores (logits; higher = better)")
+        lines.append(_format_scores(self.scores, self.person, self.dimensions))
+        lines.append("")
+        lines.append("Facets (measures in logits; higher = harder / more severe)")
+        fs = self.facet_summary()
+        lines.append(
+            fs.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+        )
+        lines.append("")
+        lines.append("Convergence")
+        cv = self.convergence[
+            ["dimension", "converged", "iterations", "max_score_residual", "log_likelihood", "n_obs", "n_params"]
+        ]
+        lines.append(cv.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        if self.notes:
+            lines.append("")
+            lines.append("Notes")
+            lines.extend(f"  - {n}" for n in self.notes)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Calibration of {self.source}: {len(self.scores)} models, dimensions "
+            f"{', '.join(self.dimensions)}, {self.estimator} estimator>"
+        )
+
+    # ------------------------------------------------------------------ output
+    def to_dict(self) -> dict:
+        def clean(df: pd.DataFrame):
+            recs = df.to_dict(orient="records")
+            return [
+                {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+                for r in recs
+            ]
+
+        return {
+            "source": self.source,
+            "estimator": self.estimator,
+            "penalty": self.penalty,
+            "person": self.person,
+            "person_mode": self.spec.person_mode,
+            "scale": self.spec.scale,
+            "data_summary": self.data_summary,
+            "identification": self.identification,
+            "meta": self.meta,
+            "notes": self.notes,
+            "convergence": clean(self.convergence),
+            "scores": clean(self.scores),
+            "measures": clean(self.measures),
+        }
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, default=_json_default)
+        if path is not None:
+            _atomic_write_text(Path(path), text)
+        return text
+
+    def to_csv(self, directory: str | os.PathLike) -> dict[str, Path]:
+        """Write ``measures.csv``, ``scores.csv``, ``convergence.csv`` and ``calibration.json``.
+
+        Each file is written to a temporary name and renamed, so an interrupted run never
+        leaves a partial file that looks complete.
+        """
+        out = Path(directory)
+        if out.exists() and not out.is_dir():
+            raise IrtpeerError(f"--out {str(out)!r} exists and is not a folder; choose a folder path")
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "measures": out / "measures.csv",
+            "scores": out / "scores.csv",
+            "convergence": out / "convergence.csv",
+            "calibration": out / "calibration.json",
+        }
+        _atomic_write_text(paths["measures"], self.measures.to_csv(index=False))
+        _atomic_write_text(paths["scores"], self.scores.to_csv(index=False))
+        _atomic_write_text(paths["convergence"], self.convergence.to_csv(index=False))
+        meta = self.to_dict()
+        meta.pop("measures")
+        meta.pop("scores")
+        _atomic_write_text(paths["calibration"], json.dumps(meta, indent=2, default=_json_default))
+        return paths
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        v = float(o)
+        return v if math.isfinite(v) else None
+    if isinstance(o, (np.bool_,)):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def _raw_and_z(ratings: Ratings, dims: list[str]):
+    """Raw mean score per model and dimension, and the mean of per-judge standardised scores."""
+    df = ratings.data
+    person = ratings.person
+    raw, z = {}, {}
+    has_judge = "judge" in df.columns and "judge" in ratings.facets
+    for d in dims:
+        sub = ratings.dimension_frame(d)
+        w = sub["_weight"]
+        s = sub["_score"].astype(float)
+        raw[d] = (s * w).groupby(sub[person]).sum() / w.groupby(sub[person]).sum()
+        if has_judge:
+            grp = s.groupby(sub["judge"])
+            mu = grp.transform("mean")
+            sd = grp.transform("std").fillna(0.0)
+            zz = ((s - mu) / sd.where(sd > 0, np.nan)).fillna(0.0)
+            z[d] = (zz * w).groupby(sub[person]).sum() / w.groupby(sub[person]).sum()
+    return raw, (z if has_judge else None)
+
+
+def _format_scores(scores: pd.DataFrame, person: str, dims: list[str]) -> str:
+    cols = [person]
+    for name in ("peer", "dignity"):
+        if name in scores:
+            cols += [name, f"{name}_se"]
+    for d in dims:
+        cols += [d, f"{d}_se"]
+    for name in ("peer", "dignity"):
+        if f"raw_{name}" in scores:
+            cols.append(f"raw_{name}")
+        if f"z_{name}" in scores:
+            cols.append(f"z_{name}")
+    if "peer" not in scores and "dignity" not in scores:
+        cols += [f"raw_{d}" for d in dims if f"raw_{d}" in scores]
+    sort_col = "peer" if "peer" in scores else dims[0]
+    view = scores[cols].sort_values(sort_col, ascending=False)
+    return view.to_string(index=False, float_format=lambda v: f"{v:.3f}")

@@ -1,0 +1,217 @@
+"""From a validated ratings table to integer-coded designs, one per dimension.
+
+Here the data-dependent parts of the specification are resolved: the categories of the scale
+(taken from the data, unobserved middle categories reported), facets with a single element
+(left out of that dimension's model with a note), the persons of response mode, and the check
+that the design is connected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from ._errors import DesignError, RatingsError
+from .estimators._likelihood import FacetData
+from .ratings import Ratings
+from .spec import ModelSpec
+
+__all__ = ["DimensionDesign", "build_designs", "check_connected"]
+
+
+@dataclass
+class DimensionDesign:
+    dimension: str
+    scale: str  # "binary", "rsm" or "pcm"
+    person_facet: str  # name used in the measures table for the person facet
+    person_labels: np.ndarray
+    person_model: np.ndarray  # model index of each person (identity in model mode)
+    model_labels: np.ndarray
+    facet_names: list[str]
+    facet_labels: list[np.ndarray]
+    categories: np.ndarray  # original score values, index = category 0..K
+    data: FacetData
+    judge_position: int | None  # position in facet_names of the judge facet, for Z-scores
+    raw_scores: np.ndarray  # original score per observation
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def K(self) -> int:
+        return len(self.categories) - 1
+
+
+def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    cat = pd.Categorical(values)
+    return cat.codes.astype(np.int64), np.asarray(cat.categories.astype(str))
+
+
+def check_connected(dimension: str, names: list[str], labels: list[np.ndarray], idx: list[np.ndarray], sizes: list[int]):
+    """Raise :class:`DesignError` naming the subsets if the elements do not form one network.
+
+    Two elements are linked when they share an observation; every observation links all its
+    elements, so a star around the smallest facet carries the same connectivity.
+    """
+    A = len(sizes)
+    off = np.cumsum([0] + sizes)
+    hub = int(np.argmin(sizes))
+    rows, cols = [], []
+    for a in range(A):
+        if a == hub:
+            continue
+        key = idx[hub] * sizes[a] + idx[a]
+        if sizes[hub] * sizes[a] <= (1 << 26):
+            nz = np.flatnonzero(np.bincount(key, minlength=sizes[hub] * sizes[a]))
+        else:
+            nz = np.unique(key)
+        rows.append(nz // sizes[a] + off[hub])
+        cols.append(nz % sizes[a] + off[a])
+    n = int(off[-1])
+    if not rows:
+        return
+    r = np.concatenate(rows)
+    c = np.concatenate(cols)
+    G = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
+    ncomp, lab = connected_components(G, directed=False)
+    if ncomp <= 1:
+        return
+    parts = []
+    for comp in range(min(ncomp, 5)):
+        members = np.flatnonzero(lab == comp)
+        desc = []
+        for a in range(A):
+            m = members[(members >= off[a]) & (members < off[a + 1])] - off[a]
+            if len(m):
+                shown = ", ".join(labels[a][m[:6]])
+                more = f" +{len(m) - 6} more" if len(m) > 6 else ""
+                desc.append(f"{names[a]}: {shown}{more}")
+        parts.append(f"  subset {comp + 1}: " + "; ".join(desc))
+    more = f"\n  ... and {ncomp - 5} more subsets" if ncomp > 5 else ""
+    raise DesignError(
+        f"the design of dimension {dimension!r} is disconnected: it splits into {ncomp} subsets "
+        f"whose measures cannot be compared (no element links them).\n" + "\n".join(parts) + more
+        + "\nLink the subsets (e.g. have some judges rate across them) or calibrate each subset "
+        "separately."
+    )
+
+
+def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
+    """Code every dimension of ``ratings`` for the estimator."""
+    designs = []
+    if spec.scale == "pcm" and spec.pcm_facet not in ratings.facets:
+        raise RatingsError(
+            f"partial-credit facet {spec.pcm_facet!r} is not one of the facets "
+            f"{', '.join(ratings.facets)}; name one of them, e.g. --scale pcm:{ratings.facets[-1]}"
+        )
+    if spec.person_mode == "response" and spec.response_facet not in ratings.facets:
+        raise RatingsError(
+            f"person mode 'response' needs the facet {spec.response_facet!r} to define a response "
+            f"(model x {spec.response_facet}); facets are {', '.join(ratings.facets)}"
+        )
+    for dim in ratings.dimensions:
+        df = ratings.dimension_frame(dim)
+        notes: list[str] = []
+        facet_names = []
+        for f in ratings.facets:
+            nuniq = df[f].nunique()
+            if nuniq < 2:
+                notes.append(
+                    f"facet {f!r} has a single element ({df[f].iloc[0]!r}) in dimension {dim!r}: "
+                    f"it carries no information and is left out of this dimension's model"
+                )
+                continue
+            facet_names.append(f)
+        if spec.person_mode == "response":
+            if spec.response_facet not in facet_names:
+                raise DesignError(
+                    f"dimension {dim!r} has a single {spec.response_facet!r}; response mode "
+                    f"needs several"
+                )
+            m_codes, model_labels = _codes(df[ratings.person])
+            resp = df[ratings.person].astype(str) + "|" + df[spec.response_facet].astype(str)
+            p_codes, person_labels = _codes(resp)
+            first = np.zeros(len(person_labels), dtype=np.int64)
+            first[p_codes] = m_codes
+            person_model = first
+            person_facet = "response"
+        else:
+            p_codes, person_labels = _codes(df[ratings.person])
+            model_labels = person_labels
+            person_model = np.arange(len(person_labels))
+            person_facet = ratings.person
+        if len(person_labels) < 2:
+            raise DesignError(
+                f"dimension {dim!r} has a single {ratings.person!r} ({person_labels[0]!r}); "
+                f"calibration needs at least two persons to compare"
+            )
+        idx = [p_codes]
+        labels = [person_labels]
+        for f in facet_names:
+            c, lab = _codes(df[f])
+            idx.append(c)
+            labels.append(lab)
+        sizes = [len(lab) for lab in labels]
+
+        raw = df["_score"].to_numpy()
+        cats = np.unique(raw)
+        if len(cats) < 2:
+            raise RatingsError(
+                f"every score in dimension {dim!r} is {cats[0]}: with a single category there is "
+                f"nothing to calibrate"
+            )
+        gaps = sorted(set(range(int(cats[0]), int(cats[-1]) + 1)) - set(int(c) for c in cats))
+        scale = spec.scale
+        if scale == "auto":
+            scale = "binary" if len(cats) == 2 else "rsm"
+        if scale == "binary" and len(cats) > 2:
+            raise RatingsError(
+                f"scale 'binary' but dimension {dim!r} has scores {', '.join(map(str, cats))} in "
+                f"column {ratings.score!r}; use --scale rsm (or auto), or recode the scores to 0/1"
+            )
+        if scale in ("rsm", "pcm") and len(cats) == 2:
+            notes.append(
+                f"dimension {dim!r} has two categories: the rating-scale model reduces to the "
+                f"dichotomous one"
+            )
+            scale = "binary"
+        if gaps:
+            notes.append(
+                f"dimension {dim!r}: categories {', '.join(map(str, gaps))} between "
+                f"{cats[0]} and {cats[-1]} are never observed; the scale uses the observed "
+                f"categories {', '.join(map(str, cats))} as consecutive steps"
+            )
+        x = np.searchsorted(cats, raw).astype(np.int64)
+        w = df["_weight"].to_numpy(dtype=np.float64)
+        w = None if np.all(w == 1.0) else w
+        check_connected(dim, [person_facet, *facet_names], labels, idx, sizes)
+        pcm = None
+        if scale == "pcm":
+            if spec.pcm_facet not in facet_names:
+                raise DesignError(
+                    f"partial-credit facet {spec.pcm_facet!r} has a single element in dimension "
+                    f"{dim!r}; use --scale rsm"
+                )
+            pcm = 1 + facet_names.index(spec.pcm_facet)
+        data = FacetData(idx=idx, sizes=sizes, x=x, K=len(cats) - 1, w=w, pcm=pcm)
+        judge_position = facet_names.index("judge") if "judge" in facet_names else None
+        designs.append(
+            DimensionDesign(
+                dimension=dim,
+                scale=scale,
+                person_facet=person_facet,
+                person_labels=person_labels,
+                person_model=person_model,
+                model_labels=model_labels,
+                facet_names=facet_names,
+                facet_labels=labels[1:],
+                categories=cats,
+                data=data,
+                judge_position=judge_position,
+                raw_scores=raw,
+                notes=notes,
+            )
+        )
+    return designs

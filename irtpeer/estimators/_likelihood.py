@@ -1,0 +1,304 @@
+"""Joint log-likelihood of a many-facet Rasch model, its gradient and its Hessian, in torch.
+
+Parameters live in one vector laid out as ``[theta | b_1 | ... | b_F | tau]``: persons, then each
+facet's elements, then thresholds (none for a dichotomous scale, ``K`` for the Andrich rating
+scale, ``L_r * K`` for a partial-credit facet ``r``, element-major). For an observation
+
+    eta = theta_p - sum_f b_{f, e_f}
+    log P(x = k) = k * eta - sum_{j <= k} tau_j - log Z.
+
+One pass over the observations (in chunks, on CPU or CUDA, float64) gives the negative
+log-likelihood, its gradient and the Hessian assembled as a scipy sparse matrix whose
+within-facet blocks are diagonal (each observation touches one element of each facet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = ["FacetData", "Evaluation", "LikelihoodEngine"]
+
+_DENSE_PAIR_LIMIT = 1 << 26  # pair blocks smaller than this are counted densely with bincount
+
+
+@dataclass
+class FacetData:
+    """Integer-coded observations of one dimension."""
+
+    idx: list[np.ndarray]  # element index per observation, persons first, then each facet
+    sizes: list[int]  # number of elements of each of those facets
+    x: np.ndarray  # category 0..K
+    K: int
+    w: np.ndarray | None = None  # observation weights (None = all ones)
+    pcm: int | None = None  # position in ``idx`` of the partial-credit facet, if any
+
+    @property
+    def n_tau(self) -> int:
+        if self.K <= 1:
+            return 0
+        if self.pcm is None:
+            return self.K
+        return self.sizes[self.pcm] * self.K
+
+    @property
+    def offsets(self) -> list[int]:
+        out, o = [], 0
+        for s in self.sizes:
+            out.append(o)
+            o += s
+        out.append(o)  # start of tau
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return sum(self.sizes) + self.n_tau
+
+
+@dataclass
+class Evaluation:
+    f: float  # negative log-likelihood
+    g: np.ndarray | None = None  # gradient of f
+    H: sp.csr_matrix | None = None  # Hessian of f (= Fisher information)
+
+
+class LikelihoodEngine:
+    """Evaluates the negative log-likelihood of one dimension's data on a torch device."""
+
+    def __init__(self, data: FacetData, device: str | torch.device = "cpu", chunk: int = 2_000_000):
+        self.data = data
+        self.device = torch.device(device)
+        self.chunk = int(chunk)
+        dev = self.device
+        self.idx = [torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64, device=dev) for a in data.idx]
+        self.x = torch.as_tensor(data.x, dtype=torch.int64, device=dev)
+        self.xf = self.x.to(torch.float64)
+        self.w = None if data.w is None else torch.as_tensor(data.w, dtype=torch.float64, device=dev)
+        self.N = len(data.x)
+        self.K = data.K
+        self.sizes = list(data.sizes)
+        self.off = data.offsets
+        self.n = data.n_params
+        self._setup_structure()
+
+    # ------------------------------------------------------------------ structure
+    def _chunks(self):
+        for s in range(0, self.N, self.chunk):
+            yield s, min(s + self.chunk, self.N)
+
+    def _setup_structure(self):
+        """Find which pairs of elements share observations (the Hessian's sparsity pattern)."""
+        A = len(self.sizes)
+        self.pairs = []  # (a, b, mode, rows, cols, aux)
+        for a in range(A):
+            for b in range(a + 1, A):
+                Sa, Sb = self.sizes[a], self.sizes[b]
+                if Sa * Sb <= _DENSE_PAIR_LIMIT:
+                    cnt = torch.zeros(Sa * Sb, dtype=torch.float64, device=self.device)
+                    for s, e in self._chunks():
+                        key = self.idx[a][s:e] * Sb + self.idx[b][s:e]
+                        cnt += torch.bincount(key, minlength=Sa * Sb).to(torch.float64)
+                    nz = torch.nonzero(cnt > 0).ravel()
+                    nz_np = nz.cpu().numpy()
+                    self.pairs.append((a, b, "dense", nz_np // Sb, nz_np % Sb, nz))
+                else:
+                    key = self.idx[a] * Sb + self.idx[b]
+                    uniq, inv = torch.unique(key, return_inverse=True)
+                    u = uniq.cpu().numpy()
+                    self.pairs.append((a, b, "unique", u // Sb, u % Sb, (inv, len(u))))
+        self._csr_cache = None
+
+    def adjacency(self) -> sp.csr_matrix:
+        """Element-by-element adjacency (elements that share an observation), for connectivity."""
+        n_el = self.off[-1]
+        rows, cols = [], []
+        for a, b, _mode, r, c, _aux in self.pairs:
+            rows.append(r + self.off[a])
+            cols.append(c + self.off[b])
+        if rows:
+            r = np.concatenate(rows)
+            c = np.concatenate(cols)
+        else:
+            r = c = np.zeros(0, dtype=np.int64)
+        M = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n_el, n_el))
+        return (M + M.T).tocsr()
+
+    # ----------------------------------------------------------------- evaluation
+    def _bincount(self, index, weights, size):
+        return torch.bincount(index, weights=weights, minlength=size)
+
+    def evaluate(self, params: np.ndarray, need_hessian: bool = True) -> Evaluation:
+        dev = self.device
+        prm = torch.as_tensor(params, dtype=torch.float64, device=dev)
+        A = len(self.sizes)
+        blocks = [prm[self.off[a] : self.off[a + 1]] for a in range(A)]
+        K = self.K
+        pcm = self.data.pcm
+        tau = prm[self.off[A] :]
+        if K > 1:
+            T = tau.reshape(-1, K)  # (1 or L_r, K)
+            cum = torch.cat([torch.zeros(T.shape[0], 1, dtype=torch.float64, device=dev), torch.cumsum(T, dim=1)], dim=1)
+            kvec = torch.arange(K + 1, dtype=torch.float64, device=dev)
+
+        f = torch.zeros((), dtype=torch.float64, device=dev)
+        grad_el = [torch.zeros(s, dtype=torch.float64, device=dev) for s in self.sizes]
+        diag_el = [torch.zeros(s, dtype=torch.float64, device=dev) for s in self.sizes]
+        pair_vals = [None] * len(self.pairs)
+        n_tau = self.data.n_tau
+        g_tau = torch.zeros(n_tau, dtype=torch.float64, device=dev)
+        if need_hessian and n_tau:
+            # tau x tau and tau x element-facet blocks, dense
+            if pcm is None:
+                h_tt = torch.zeros(K, K, dtype=torch.float64, device=dev)
+            else:
+                h_tt = torch.zeros(self.sizes[pcm], K, K, dtype=torch.float64, device=dev)
+            h_te = [torch.zeros(s, n_tau, dtype=torch.float64, device=dev) for s in self.sizes]
+
+        for s, e in self._chunks():
+            ii = [ix[s:e] for ix in self.idx]
+            eta = blocks[0][ii[0]]
+            for a in range(1, A):
+                eta = eta - blocks[a][ii[a]]
+            x = self.x[s:e]
+            xf = self.xf[s:e]
+            w = None if self.w is None else self.w[s:e]
+            if K <= 1:
+                # dichotomous: log P(x) = x*eta - softplus(eta)
+                ll = xf * eta - torch.nn.functional.softplus(eta)
+                E = torch.sigmoid(eta)
+                V = E * (1.0 - E)
+            else:
+                c = cum[0] if pcm is None else cum[ii[pcm]]  # (K+1) or (n, K+1)
+                psi = eta[:, None] * kvec - c
+                logZ = torch.logsumexp(psi, dim=1)
+                logP = psi - logZ[:, None]
+                ll = torch.gather(logP, 1, x[:, None]).squeeze(1)
+                P = torch.exp(logP)
+                E = P @ kvec
+                V = P @ (kvec * kvec) - E * E
+                # G[:, k-1] = P(X >= k), k = 1..K ; J[:, k-1] = sum_{j>=k} j P_j
+                G = torch.flip(torch.cumsum(torch.flip(P, [1]), 1), [1])[:, 1:]
+                J = torch.flip(torch.cumsum(torch.flip(P * kvec, [1]), 1), [1])[:, 1:]
+                ind = (x[:, None] >= torch.arange(1, K + 1, device=dev)).to(torch.float64)
+            r = xf - E
+            if w is not None:
+                ll = ll * w
+                r = r * w
+                Vw = V * w
+            else:
+                Vw = V
+            f = f - ll.sum()
+            # gradient of -loglik: persons -(x-E), facets +(x-E)
+            for a in range(A):
+                grad_el[a] += self._bincount(ii[a], r, self.sizes[a])
+            if K > 1:
+                gt = ind - G
+                if w is not None:
+                    gt = gt * w[:, None]
+                if pcm is None:
+                    g_tau += gt.sum(0)
+                else:
+                    Lr = self.sizes[pcm]
+                    for k in range(K):
+                        g_tau[k::K] += self._bincount(ii[pcm], gt[:, k], Lr)
+            if not need_hessian:
+                continue
+            for a in range(A):
+                diag_el[a] += self._bincount(ii[a], Vw, self.sizes[a])
+            for q, (a, b, mode, _r, _c, aux) in enumerate(self.pairs):
+                if mode == "dense":
+                    key = ii[a] * self.sizes[b] + ii[b]
+                    v = self._bincount(key, Vw, self.sizes[a] * self.sizes[b])[aux]
+                else:
+                    inv, nu = aux
+                    v = self._bincount(inv[s:e], Vw, nu)
+                pair_vals[q] = v if pair_vals[q] is None else pair_vals[q] + v
+            if K > 1:
+                covx = J - E[:, None] * G  # Cov(X, 1[X>=k])
+                if w is not None:
+                    covx = covx * w[:, None]
+                    Gw = G * w[:, None]
+                    wsum = w
+                else:
+                    Gw = G
+                    wsum = None
+                if pcm is None:
+                    # sum_i w G_max(k,l) - sum_i w G_k G_l
+                    sG = Gw.sum(0)
+                    kk = torch.arange(K, device=dev)
+                    mx = torch.maximum(kk[:, None], kk[None, :])
+                    h_tt += sG[mx] - G.T @ Gw
+                    for a in range(A):
+                        for k in range(K):
+                            h_te[a][:, k] += self._bincount(ii[a], covx[:, k], self.sizes[a])
+                else:
+                    Lr = self.sizes[pcm]
+                    for k in range(K):
+                        for l in range(K):
+                            m = max(k, l)
+                            val = (G[:, m] - G[:, k] * G[:, l])
+                            if wsum is not None:
+                                val = val * wsum
+                            h_tt[:, k, l] += self._bincount(ii[pcm], val, Lr)
+                    for a in range(A):
+                        key = ii[a] * Lr + ii[pcm]
+                        for k in range(K):
+                            blk = self._bincount(key, covx[:, k], self.sizes[a] * Lr).reshape(self.sizes[a], Lr)
+                            h_te[a][:, k::K] += blk
+
+        g = np.empty(self.n)
+        for a in range(A):
+            sign = -1.0 if a == 0 else 1.0
+            g[self.off[a] : self.off[a + 1]] = sign * grad_el[a].cpu().numpy()
+        if n_tau:
+            g[self.off[A] :] = g_tau.cpu().numpy()
+        ev = Evaluation(f=float(f), g=g)
+        if not need_hessian:
+            return ev
+
+        rows, cols, vals = [], [], []
+        for a in range(A):
+            o = self.off[a]
+            rows.append(np.arange(o, o + self.sizes[a]))
+            cols.append(rows[-1])
+            vals.append(diag_el[a].cpu().numpy())
+        for q, (a, b, _mode, r, c, _aux) in enumerate(self.pairs):
+            sign = -1.0 if a == 0 else 1.0  # d eta/d theta = +1, d eta/d b = -1
+            v = sign * pair_vals[q].cpu().numpy() if pair_vals[q] is not None else np.zeros(len(r))
+            rows += [r + self.off[a], c + self.off[b]]
+            cols += [c + self.off[b], r + self.off[a]]
+            vals += [v, v]
+        if n_tau:
+            o = self.off[A]
+            if pcm is None:
+                tt = h_tt.cpu().numpy()
+                ti = np.arange(K)
+                rr, cc = np.meshgrid(ti, ti, indexing="ij")
+                rows.append(rr.ravel() + o)
+                cols.append(cc.ravel() + o)
+                vals.append(tt.ravel())
+            else:
+                tt = h_tt.cpu().numpy()  # (Lr, K, K)
+                Lr = tt.shape[0]
+                base = (np.arange(Lr) * K)[:, None, None]
+                kk = np.arange(K)
+                rr = base + kk[None, :, None] + np.zeros((1, 1, K), dtype=np.int64)
+                cc = base + kk[None, None, :] + np.zeros((1, K, 1), dtype=np.int64)
+                rows.append(rr.ravel() + o)
+                cols.append(cc.ravel() + o)
+                vals.append(tt.ravel())
+            for a in range(A):
+                sign = -1.0 if a == 0 else 1.0  # d2/(d theta d tau) = -Cov ; d b : +Cov
+                blk = sign * h_te[a].cpu().numpy()
+                nzr, nzc = np.nonzero(blk)
+                rows += [nzr + self.off[a], nzc + o]
+                cols += [nzc + o, nzr + self.off[a]]
+                vals += [blk[nzr, nzc], blk[nzr, nzc]]
+        R = np.concatenate(rows)
+        C = np.concatenate(cols)
+        Vv = np.concatenate(vals)
+        ev.H = sp.csr_matrix((Vv, (R, C)), shape=(self.n, self.n))
+        return ev

@@ -1,0 +1,688 @@
+"""The torch estimator: exact (penalised) maximum likelihood for the many-facet Rasch model.
+
+Method, per dimension
+---------------------
+1. *Extreme elements* (all scores at the lowest or the highest category) have no finite MLE.
+   Without a penalty they are found iteratively (removing one can make another extreme), their
+   observations are set aside, and the rest is fitted. Each extreme element is then placed on the
+   scale FACETS' way: the measure at which its expected score equals its observed score moved
+   0.3 score points inward (``extreme_adjustment``), the other elements held at their estimates,
+   using its observations that involve no other extreme element (all of them if there are none).
+   With a penalty nothing is set aside: the ridge keeps every estimate finite.
+2. *Newton's method* on the joint likelihood (convex), with a backtracking line search. The
+   Hessian's facet blocks are diagonal, so each Newton system is solved by nested Schur
+   complements (:mod:`irtpeer._blocksolve`), exactly, in a few passes over the data.
+   Without a penalty, one element of each non-person facet (and one threshold) is held at 0
+   while fitting; with a penalty ``lambda/2 * sum(params^2)`` every parameter is free (the
+   ridge-penalised, over-parametrised model, which is what scikit-learn fits on a one-hot
+   design). Either way the result is then expressed in the reported identification by moving
+   along the likelihood's null directions, which leaves every fitted probability unchanged:
+   the person facet floats, every other facet sums to zero, thresholds sum to zero.
+3. *Standard errors*: ``se`` from the inverse information under those constraints,
+   ``P G P^T`` with ``G`` the inverse of the (penalised) information in the fitting
+   coordinates and ``P`` the projection onto the constraints along the null directions; its
+   diagonal and the covariance of model-level scores are computed from solves with the
+   factorised Hessian, never by inverting a dense matrix of the largest facet's size.
+   ``se_model`` is FACETS' 1/sqrt(information) of the element alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._blocksolve import BlockSchurSolver, NotPositiveDefinite
+from .._design import DimensionDesign, build_designs
+from .._errors import ConvergenceError, DesignError, IrtpeerError
+from ..ratings import Ratings
+from ..spec import ModelSpec
+from ._likelihood import FacetData, LikelihoodEngine
+
+__all__ = ["TorchMFRM", "DimensionFit", "DEFAULT_RESPONSE_PENALTY"]
+
+#: Ridge penalty used in response mode when none is given (a standard-normal prior on logits).
+DEFAULT_RESPONSE_PENALTY = 1.0
+
+
+@dataclass
+class DimensionFit:
+    """Everything one dimension's fit produced (the :class:`Calibration` assembles these)."""
+
+    design: DimensionDesign
+    measures: pd.DataFrame
+    model_measure: np.ndarray  # per model (response mode: mean of its responses)
+    model_cov: np.ndarray  # covariance of model_measure
+    convergence: dict
+    identification: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise IrtpeerError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise IrtpeerError(f"device {device!r} is not one of auto, cpu, cuda")
+    return torch.device(device)
+
+
+class TorchMFRM:
+    """Exact maximum-likelihood calibration of a many-facet Rasch model with torch.
+
+    Parameters
+    ----------
+    spec
+        The :class:`~irtpeer.ModelSpec` (scale, person mode, partial-credit facet).
+    penalty
+        L2 penalty ``lambda`` on all parameters (``lambda/2 * sum(params^2)``). ``None`` means 0
+        in model mode (the exact MLE) and :data:`DEFAULT_RESPONSE_PENALTY` in response mode,
+        where the penalty is what separates a response from its question.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    tol
+        Convergence: the fit stops when the last Newton step changed no parameter by more than
+        ``tol`` logits (Newton converges quadratically, so the estimates are then exact to
+        machine precision), or when the largest score residual falls below ``1e-10`` score
+        points per observation.
+    max_iter
+        Newton iterations allowed per dimension before :class:`ConvergenceError`.
+    extreme_adjustment
+        Score points by which an extreme element's score is moved inward (FACETS: 0.3).
+    progress
+        Print one line per dimension and Newton iteration to stderr.
+
+    After :meth:`fit`, ``calibration_`` holds the :class:`~irtpeer.Calibration`.
+    """
+
+    name = "torch"
+
+    def __init__(
+        self,
+        spec: ModelSpec | None = None,
+        *,
+        penalty: float | None = None,
+        device: str = "auto",
+        tol: float = 1e-9,
+        max_iter: int = 100,
+        extreme_adjustment: float = 0.3,
+        chunk_size: int = 2_000_000,
+        progress: bool = False,
+    ):
+        self.spec = spec if spec is not None else ModelSpec()
+        self.penalty = penalty
+        self.device = device
+        self.tol = tol
+        self.max_iter = max_iter
+        self.extreme_adjustment = extreme_adjustment
+        self.chunk_size = chunk_size
+        self.progress = progress
+
+    # ------------------------------------------------------------------ public
+    def fit(self, ratings: Ratings) -> "TorchMFRM":
+        from .._calibration import Calibration
+
+        if not isinstance(ratings, Ratings):
+            raise IrtpeerError("fit() takes the Ratings returned by irtpeer.load_ratings()")
+        lam = self.penalty
+        if lam is None:
+            lam = DEFAULT_RESPONSE_PENALTY if self.spec.person_mode == "response" else 0.0
+        lam = float(lam)
+        if not (lam >= 0 and math.isfinite(lam)):
+            raise IrtpeerError(f"penalty must be a finite number >= 0, got {self.penalty!r}")
+        if self.spec.person_mode == "response" and lam == 0:
+            raise DesignError(
+                "person mode 'response' with penalty 0 is not identified: a response's measure "
+                "and its question's difficulty can trade off freely. Give a penalty > 0 "
+                f"(default {DEFAULT_RESPONSE_PENALTY}) or use person mode 'model'"
+            )
+        self.penalty_ = lam
+        self.device_ = _resolve_device(self.device)
+        t0 = time.perf_counter()
+        designs = build_designs(ratings, self.spec)
+        fits = [self._fit_dimension(d, lam) for d in designs]
+        self.calibration_ = Calibration._from_fits(
+            ratings=ratings,
+            spec=self.spec,
+            fits=fits,
+            estimator=self,
+            seconds=time.perf_counter() - t0,
+        )
+        return self
+
+    # ---------------------------------------------------------------- internals
+    def _log(self, msg: str):
+        if self.progress:
+            import sys
+
+            print(f"[irtpeer] {msg}", file=sys.stderr, flush=True)
+
+    def _fit_dimension(self, design: DimensionDesign, lam: float) -> DimensionFit:
+        data = design.data
+        A = len(data.sizes)
+        K = data.K
+        off = data.offsets
+        n = data.n_params
+        notes = list(design.notes)
+        t0 = time.perf_counter()
+
+        # ---- 1. extremes (only without a penalty)
+        extreme = [np.zeros(s, dtype=np.int8) for s in data.sizes]  # +1 max, -1 min
+        keep = np.ones(len(data.x), dtype=bool)
+        if lam == 0:
+            extreme, keep = _find_extremes(data)
+        n_ext = sum(int((e != 0).sum()) for e in extreme)
+        if n_ext:
+            names = [design.person_facet, *design.facet_names]
+            desc = ", ".join(
+                f"{int((e != 0).sum())} {names[a]}" for a, e in enumerate(extreme) if (e != 0).any()
+            )
+            notes.append(
+                f"dimension {design.dimension!r}: extreme elements ({desc}) have all-minimum or "
+                f"all-maximum scores; they were set aside while fitting and placed afterwards "
+                f"with the {self.extreme_adjustment} score-point adjustment (status column)"
+            )
+        core = FacetData(
+            idx=[ix[keep] for ix in data.idx],
+            sizes=data.sizes,
+            x=data.x[keep],
+            K=K,
+            w=None if data.w is None else data.w[keep],
+            pcm=data.pcm,
+        )
+        if keep.sum() == 0:
+            raise DesignError(
+                f"dimension {design.dimension!r}: every element is extreme (all scores at one "
+                f"end of the scale); nothing can be estimated"
+            )
+        engine = LikelihoodEngine(core, device=self.device_, chunk=self.chunk_size)
+
+        # ---- active and free parameters
+        active = np.ones(n, dtype=bool)
+        for a in range(A):
+            active[off[a] : off[a + 1]] = extreme[a] == 0
+        # elements whose every observation involves an extreme element have no data left
+        has_data = np.zeros(n, dtype=bool)
+        for a in range(A):
+            cnt = np.bincount(core.idx[a], minlength=data.sizes[a])
+            has_data[off[a] : off[a + 1]] = cnt > 0
+        has_data[off[A] :] = True
+        orphan = active & ~has_data
+        active &= has_data
+        if K > 1:
+            # a category unobserved in the core data would send its threshold to infinity
+            pass
+        free = active.copy()
+        if lam == 0:
+            for a in range(1, A):
+                act = np.flatnonzero(active[off[a] : off[a + 1]])
+                free[off[a] + act[-1]] = False  # anchor one element of each centred facet
+            if K > 1:
+                if data.pcm is None:
+                    free[off[A] + K - 1] = False
+                else:
+                    Lr = data.sizes[data.pcm]
+                    free[off[A] + np.arange(Lr) * K + K - 1] = False
+        F = np.flatnonzero(free)
+        blocks = []
+        pos_in_F = -np.ones(n, dtype=np.int64)
+        pos_in_F[F] = np.arange(len(F))
+        for a in range(A):
+            p = pos_in_F[off[a] : off[a + 1]]
+            blocks.append(p[p >= 0])
+        if K > 1:
+            p = pos_in_F[off[A] :]
+            blocks.append(p[p >= 0])
+
+        # ---- 2. Newton
+        x = _start_values(core, active)
+        x[~free] = 0.0
+        names = [design.person_facet, *design.facet_names]
+
+        def objective(ev, xv):
+            return ev.f + 0.5 * lam * float(np.dot(xv[F], xv[F]))
+
+        ev = engine.evaluate(x)
+        fval = objective(ev, x)
+        converged = False
+        it = 0
+        last_step = float("inf")
+        history = []
+        solver = None
+        while True:
+            g = ev.g[F] + lam * x[F]
+            gmax = float(np.max(np.abs(g))) if len(g) else 0.0
+            H = ev.H[F][:, F]
+            if lam:
+                H = H + lam * _speye(len(F))
+            solver = _factorise(H, blocks, F, n, design, names, off)
+            history.append((it, fval, gmax, last_step))
+            self._log(
+                f"{design.dimension}: iteration {it} objective {fval:.6f} max|gradient| {gmax:.3e} "
+                f"last step {last_step:.3e}"
+            )
+            if last_step < self.tol or gmax < 1e-10 * max(1.0, len(core.x)):
+                converged = True
+                break
+            if it >= self.max_iter:
+                break
+            step = -solver.solve(g)
+            slope = float(np.dot(g, step))
+            t = 1.0
+            accepted = False
+            for _ in range(40):
+                xt = x.copy()
+                xt[F] += t * step
+                ev_t = engine.evaluate(xt, need_hessian=(t == 1.0))
+                ft = objective(ev_t, xt)
+                if ft <= fval + 1e-4 * t * slope + 1e-12 * abs(fval):
+                    accepted = True
+                    break
+                t *= 0.5
+            if not accepted:
+                # no decrease is possible: we are at the optimum to machine precision if the
+                # gradient is small, otherwise the fit has failed
+                converged = gmax < 1e-6 * max(1.0, len(core.x))
+                break
+            if ev_t.H is None:
+                ev_t = engine.evaluate(xt)
+            x, ev, fval = xt, ev_t, ft
+            last_step = float(np.max(np.abs(t * step)))
+            it += 1
+        score_resid = float(np.max(np.abs(ev.g[active & (np.arange(n) < off[A])]))) if active.any() else 0.0
+        conv = {
+            "dimension": design.dimension,
+            "converged": converged,
+            "iterations": it,
+            "max_gradient": gmax,
+            "max_score_residual": score_resid,
+            "last_step": last_step,
+            "objective": fval,
+            "log_likelihood": -ev.f,
+            "n_obs": int(len(core.x)),
+            "n_params": int(len(F)),
+            "seconds": 0.0,
+        }
+        if not converged:
+            raise ConvergenceError(
+                f"dimension {design.dimension!r} did not converge in {it} Newton iterations "
+                f"(max |gradient| {gmax:.3g} score points, last step {last_step:.3g} logits). "
+                f"This usually means some estimate runs off to infinity (a quasi-separated "
+                f"design, e.g. an element scored at the maximum on all but confounded "
+                f"observations). Try --penalty 0.01, or raise max_iter."
+            )
+
+        # ---- 3. identification and standard errors
+        V, Cm = _null_space(data, active, off, K)
+        xc = x - V @ (Cm @ x)
+        Ct = Cm.T  # n x k
+        Y = np.zeros((n, Ct.shape[1]))
+        if Ct.shape[1]:
+            Y[F] = solver.solve(Ct[F])
+        Gdiag = np.zeros(n)
+        Gdiag[F] = solver.diag_inv()
+        CGC = Cm @ Y
+        var = Gdiag - 2.0 * np.einsum("ij,ij->i", V, Y) + np.einsum("ij,ij->i", V @ CGC, V)
+        var[~active] = np.nan
+        se = np.sqrt(np.maximum(var, 0.0))
+        info_diag = np.asarray(ev.H.diagonal()).ravel()  # unpenalised information
+        with np.errstate(divide="ignore"):
+            se_model = 1.0 / np.sqrt(info_diag)
+        se_model[~active] = np.nan
+        params = xc.copy()
+        status = np.array([""] * n, dtype=object)
+
+        # ---- 1b. place the extreme (and orphaned) elements
+        placed = ~active.copy()
+        placed[off[A] :] = False
+        if placed.any():
+            params, se_p = _place_extremes(
+                data, extreme, orphan, params, off, self.extreme_adjustment, self.device_
+            )
+            se[placed] = se_p[placed]
+            se_model[placed] = se_p[placed]
+            for a in range(A):
+                e = extreme[a]
+                status[off[a] : off[a + 1]][e > 0] = "extreme_max"
+                status[off[a] : off[a + 1]][e < 0] = "extreme_min"
+                status[off[a] : off[a + 1]][orphan[off[a] : off[a + 1]]] = "only_extreme_data"
+        elif lam > 0:
+            ext2, _ = _find_extremes(data, iterate=False)
+            for a in range(A):
+                status[off[a] : off[a + 1]][ext2[a] > 0] = "extreme_max"
+                status[off[a] : off[a + 1]][ext2[a] < 0] = "extreme_min"
+
+        # ---- measures table
+        measures = _measures_table(design, params, se, se_model, status)
+
+        # ---- model-level scores and their covariance
+        M = len(design.model_labels)
+        P = data.sizes[0]
+        Lmat = np.zeros((n, M))
+        counts = np.bincount(design.person_model, minlength=M).astype(float)
+        Lmat[np.arange(P), design.person_model] = 1.0 / counts[design.person_model]
+        if placed[:P].any():
+            # extreme persons: placed after the fit, treat their se as independent of the rest
+            ext_p = placed[:P]
+            L_fit = Lmat.copy()
+            L_fit[:P][ext_p] = 0.0
+        else:
+            ext_p = np.zeros(P, dtype=bool)
+            L_fit = Lmat
+        PtL = L_fit - Cm.T @ (V.T @ L_fit)
+        Z = np.zeros((n, M))
+        Z[F] = solver.solve(PtL[F])
+        PZ = Z - V @ (Cm @ Z)
+        model_cov = L_fit.T @ PZ
+        if ext_p.any():
+            model_cov += np.diag(((Lmat[:P][ext_p] ** 2) * (se[:P][ext_p] ** 2)[:, None]).sum(0))
+        model_measure = Lmat[:P].T @ params[:P]
+        model_cov = 0.5 * (model_cov + model_cov.T)
+
+        conv["seconds"] = time.perf_counter() - t0
+        ident = (
+            f"{design.person_facet} floats; "
+            + ", ".join(f"{f}" for f in design.facet_names)
+            + (" each" if len(design.facet_names) > 1 else "")
+            + " centred (sum of measures = 0"
+            + (" over non-extreme elements" if n_ext else "")
+            + ")"
+            + ("; thresholds sum to 0" if K > 1 and data.pcm is None else "")
+            + ("; thresholds of each element of the partial-credit facet sum to 0" if data.pcm is not None else "")
+            + (f"; ridge penalty {lam:g} on all parameters of the over-parametrised model" if lam else "; exact MLE (no penalty)")
+        )
+        return DimensionFit(
+            design=design,
+            measures=measures,
+            model_measure=model_measure,
+            model_cov=model_cov,
+            convergence=conv,
+            identification=ident,
+            notes=notes,
+        )
+
+
+# ---------------------------------------------------------------------- helpers
+def _speye(n):
+    import scipy.sparse as sp
+
+    return sp.identity(n, format="csr")
+
+
+def _factorise(H, blocks, F, n, design, names, off):
+    try:
+        return BlockSchurSolver(H, blocks)
+    except NotPositiveDefinite as exc:
+        vec = np.zeros(n)
+        if exc.null_vector is not None:
+            vec[F] = exc.null_vector
+        top = np.argsort(-np.abs(vec))[:6]
+        involved = []
+        for t in top:
+            if abs(vec[t]) < 1e-8:
+                continue
+            a = int(np.searchsorted(off, t, side="right") - 1)
+            if a < len(names):
+                lab = design.person_labels if a == 0 else design.facet_labels[a - 1]
+                involved.append(f"{names[a]}={lab[t - off[a]]}")
+            else:
+                involved.append("thresholds")
+        raise DesignError(
+            f"the design of dimension {design.dimension!r} does not identify every measure: "
+            f"some facets are confounded (e.g. each judge rates a single item, or a facet is "
+            f"nested in another). Elements involved: {', '.join(involved) or 'unknown'}. Drop or "
+            f"merge one of the confounded facets, or add a small --penalty."
+        ) from None
+    except MemoryError as exc:
+        raise DesignError(
+            f"dimension {design.dimension!r} is too large for exact standard errors: {exc}. Two "
+            f"large facets are crossed with each other; fit in model person mode or split the data."
+        ) from None
+
+
+def _find_extremes(data: FacetData, iterate: bool = True):
+    """Iteratively flag elements whose remaining scores are all minimum (-1) or all maximum (+1)."""
+    A = len(data.sizes)
+    keep = np.ones(len(data.x), dtype=bool)
+    extreme = [np.zeros(s, dtype=np.int8) for s in data.sizes]
+    K = data.K
+    while True:
+        new = False
+        for a in range(A):
+            ix = data.idx[a][keep]
+            xs = data.x[keep]
+            cnt = np.bincount(ix, minlength=data.sizes[a])
+            nmax = np.bincount(ix, weights=(xs == K), minlength=data.sizes[a])
+            nmin = np.bincount(ix, weights=(xs == 0), minlength=data.sizes[a])
+            is_max = (cnt > 0) & (nmax == cnt) & (extreme[a] == 0)
+            is_min = (cnt > 0) & (nmin == cnt) & (extreme[a] == 0)
+            if is_max.any() or is_min.any():
+                extreme[a][is_max] = 1
+                extreme[a][is_min] = -1
+                new = True
+        if not new:
+            break
+        drop = np.zeros(len(data.x), dtype=bool)
+        for a in range(A):
+            drop |= extreme[a][data.idx[a]] != 0
+        keep = ~drop
+        if not iterate or not keep.any():
+            break
+    return extreme, keep
+
+
+def _start_values(data: FacetData, active: np.ndarray) -> np.ndarray:
+    """PROX-like start: logits of each element's mean score, thresholds from category counts."""
+    A = len(data.sizes)
+    K = max(data.K, 1)
+    off = data.offsets
+    x = np.zeros(data.n_params)
+    w = np.ones(len(data.x)) if data.w is None else data.w
+    for a in range(A):
+        cnt = np.bincount(data.idx[a], weights=w, minlength=data.sizes[a])
+        tot = np.bincount(data.idx[a], weights=w * data.x, minlength=data.sizes[a])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pbar = np.clip((tot + 0.5) / (cnt * K + 1.0), 0.02, 0.98)
+        lg = np.log(pbar / (1 - pbar))
+        lg = np.where(cnt > 0, lg, 0.0)
+        if a == 0:
+            x[off[0] : off[1]] = lg
+        else:
+            act = active[off[a] : off[a + 1]] & (cnt > 0)
+            val = -(lg - (lg[act].mean() if act.any() else 0.0))
+            x[off[a] : off[a + 1]] = np.where(act, val, 0.0)
+    if data.K > 1:
+        nk = np.bincount(data.x, weights=w, minlength=data.K + 1) + 0.5
+        tau = np.log(nk[:-1] / nk[1:])
+        tau -= tau.mean()
+        if data.pcm is None:
+            x[off[A] :] = tau
+        else:
+            x[off[A] :] = np.tile(tau, data.sizes[data.pcm])
+    return x
+
+
+def _null_space(data: FacetData, active: np.ndarray, off: list[int], K: int):
+    """Null directions V of the likelihood and the oblique projector pieces C = (A V)^-1 A.
+
+    ``x - V C x`` moves ``x`` along the null directions onto the constraints (non-person facets
+    and thresholds sum to zero) without changing any fitted probability.
+    """
+    n = data.n_params
+    A = len(data.sizes)
+    vs, as_ = [], []
+    pers = np.zeros(n)
+    pers[off[0] : off[1]] = active[off[0] : off[1]]
+    for a in range(1, A):
+        v = pers.copy()
+        sel = np.zeros(n)
+        sel[off[a] : off[a + 1]] = active[off[a] : off[a + 1]]
+        v += sel
+        vs.append(v)
+        as_.append(sel)
+    if K > 1 and data.pcm is None:
+        v = pers.copy()
+        sel = np.zeros(n)
+        sel[off[A] :] = 1.0
+        vs.append(v + sel)
+        as_.append(sel)
+    elif K > 1:
+        r = data.pcm
+        for e in range(data.sizes[r]):
+            if not active[off[r] + e]:
+                continue
+            v = np.zeros(n)
+            sel = np.zeros(n)
+            sel[off[A] + e * K : off[A] + (e + 1) * K] = 1.0
+            v += sel
+            v[off[r] + e] = -1.0
+            vs.append(v)
+            as_.append(sel)
+    if not vs:
+        return np.zeros((n, 0)), np.zeros((0, n))
+    V = np.array(vs).T
+    Am = np.array(as_)
+    Cm = np.linalg.solve(Am @ V, Am)
+    return V, Cm
+
+
+def _place_extremes(data, extreme, orphan, params, off, adj, device):
+    """Measures for extreme elements: expected score = observed score moved ``adj`` inward."""
+    A = len(data.sizes)
+    K = data.K
+    n = data.n_params
+    x = data.x
+    w = np.ones(len(x)) if data.w is None else data.w
+    flag = []
+    for a in range(A):
+        f = (extreme[a] != 0) | orphan[off[a] : off[a + 1]]
+        flag.append(f)
+    n_flag_obs = np.zeros(len(x), dtype=np.int64)
+    for a in range(A):
+        n_flag_obs += flag[a][data.idx[a]]
+    se = np.full(n, np.nan)
+    cum = None
+    if K > 1:
+        T = params[off[A] :].reshape(-1, K)
+        cum = np.concatenate([np.zeros((T.shape[0], 1)), np.cumsum(T, axis=1)], axis=1)
+
+    def expected(eta, obs):
+        if K <= 1:
+            p = 1.0 / (1.0 + np.exp(-eta))
+            return p, p * (1 - p)
+        c = cum[0] if data.pcm is None else cum[data.idx[data.pcm][obs]]
+        kv = np.arange(K + 1)
+        psi = eta[:, None] * kv - c
+        psi -= psi.max(1, keepdims=True)
+        P = np.exp(psi)
+        P /= P.sum(1, keepdims=True)
+        E = P @ kv
+        return E, P @ (kv * kv) - E * E
+
+    for sweep in range(2):
+        for a in range(A):
+            for e in np.flatnonzero(flag[a]):
+                obs_all = np.flatnonzero(data.idx[a] == e)
+                obs = obs_all[n_flag_obs[obs_all] == 1] if sweep == 0 else obs_all
+                if sweep == 0 and len(obs) == 0:
+                    continue
+                if sweep == 1 and np.isfinite(se[off[a] + e]) and (n_flag_obs[obs_all] == 1).any():
+                    continue
+                base = np.zeros(len(obs))
+                for b in range(A):
+                    if b == a:
+                        continue
+                    vals = params[off[b] + data.idx[b][obs]]
+                    base += vals if b == 0 else -vals
+                sign = 1.0 if a == 0 else -1.0
+                ww = w[obs]
+                total = float(np.sum(ww * x[obs]))
+                cnt = float(np.sum(ww))
+                target = total
+                if extreme[a][e] > 0:
+                    target = total - adj
+                elif extreme[a][e] < 0:
+                    target = total + adj
+                target = min(max(target, adj), K * cnt - adj) if cnt * K > 2 * adj else K * cnt / 2
+                beta = 0.0
+                for _ in range(100):
+                    E, Vv = expected(base + sign * beta, obs)
+                    resid = float(np.sum(ww * E)) - target
+                    info = float(np.sum(ww * Vv))
+                    stepv = -resid / (sign * info)
+                    stepv = max(min(stepv, 1.0), -1.0)
+                    beta += stepv
+                    if abs(stepv) < 1e-12:
+                        break
+                params[off[a] + e] = beta
+                E, Vv = expected(base + sign * beta, obs)
+                se[off[a] + e] = 1.0 / math.sqrt(float(np.sum(ww * Vv)))
+    return params, se
+
+
+def _measures_table(design: DimensionDesign, params, se, se_model, status) -> pd.DataFrame:
+    data = design.data
+    A = len(data.sizes)
+    off = data.offsets
+    K = data.K
+    w = np.ones(len(data.x)) if data.w is None else data.w
+    raw = design.raw_scores.astype(float)
+    frames = []
+    names = [design.person_facet, *design.facet_names]
+    labels = [design.person_labels, *design.facet_labels]
+    for a in range(A):
+        cnt = np.bincount(data.idx[a], weights=w, minlength=data.sizes[a])
+        tot = np.bincount(data.idx[a], weights=w * raw, minlength=data.sizes[a])
+        sl = slice(off[a], off[a + 1])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "dimension": design.dimension,
+                    "facet": names[a],
+                    "element": labels[a],
+                    "measure": params[sl],
+                    "se": se[sl],
+                    "se_model": se_model[sl],
+                    "count": cnt,
+                    "total": tot,
+                    "observed_average": tot / cnt,
+                    "status": status[sl],
+                }
+            )
+        )
+    if K > 1:
+        cats = design.categories
+        counts = np.bincount(data.x, weights=w, minlength=K + 1)
+        if data.pcm is None:
+            elements = [str(c) for c in cats[1:]]
+            cnt = counts[1:]
+        else:
+            r = data.pcm
+            labs = labels[r]
+            elements = [f"{labs[e]}:{c}" for e in range(data.sizes[r]) for c in cats[1:]]
+            cnt = np.bincount(
+                data.idx[r] * (K + 1) + data.x, weights=w, minlength=data.sizes[r] * (K + 1)
+            ).reshape(data.sizes[r], K + 1)[:, 1:].ravel()
+        sl = slice(off[A], off[A] + data.n_tau)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "dimension": design.dimension,
+                    "facet": "threshold",
+                    "element": elements,
+                    "measure": params[sl],
+                    "se": se[sl],
+                    "se_model": se_model[sl],
+                    "count": cnt,
+                    "total": np.nan,
+                    "observed_average": np.nan,
+                    "status": "",
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,293 @@
+"""The ratings table: loading, column mapping and validation (DESIGN §2).
+
+One row per judgment in long format. Column names map to facets through arguments, so any
+FACETS-style data fits (``person="junior", facets=["senior", "trait"], score="rating"``).
+Null scores are missing data, never zeros: they are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._errors import RatingsError
+
+__all__ = ["Ratings", "load_ratings", "DEFAULT_FACETS", "read_table"]
+
+#: Facet columns used when none are named, in this order, if present.
+DEFAULT_FACETS = ("question", "judge", "item")
+
+_DUPLICATE_POLICIES = ("error", "keep", "mean")
+
+
+def _rows(idx, limit: int = 5) -> str:
+    """Describe data rows by 1-based number (the header is not counted)."""
+    idx = list(idx)
+    shown = ", ".join(str(int(i) + 1) for i in idx[:limit])
+    more = f" and {len(idx) - limit} more" if len(idx) > limit else ""
+    return f"data row{'s' if len(idx) > 1 else ''} {shown}{more}"
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a parquet or CSV/TSV file into a DataFrame, with a clear error when it cannot."""
+    p = Path(path)
+    if not p.exists():
+        raise RatingsError(f"ratings file not found: {str(p)!r}; check the path")
+    if p.is_dir():
+        raise RatingsError(f"{str(p)!r} is a folder; give the path of a .parquet or .csv file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(p)
+        if suffix in (".csv", ".txt"):
+            return pd.read_csv(p)
+        if suffix == ".tsv":
+            return pd.read_csv(p, sep="\t")
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise RatingsError(f"could not read {str(p)!r} as {suffix[1:]}: {exc}") from None
+    raise RatingsError(
+        f"unknown ratings file type {suffix!r} for {str(p)!r}: use .parquet, .csv or .tsv"
+    )
+
+
+@dataclass
+class Ratings:
+    """A validated ratings table and how its columns map to the model.
+
+    ``data`` holds the person, facet and dimension columns under their original names, the score
+    as integers in ``_score`` and an observation weight in ``_weight`` (1 unless duplicated
+    judgments were averaged). Extra columns are kept.
+    """
+
+    data: pd.DataFrame
+    person: str
+    facets: list[str]
+    dimension: str | None
+    score: str
+    source: str = "<DataFrame>"
+    summary: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def dimensions(self) -> list[str]:
+        if self.dimension is None:
+            return ["all"]
+        return sorted(self.data[self.dimension].astype(str).unique())
+
+    def dimension_frame(self, dim: str) -> pd.DataFrame:
+        if self.dimension is None:
+            return self.data
+        return self.data[self.data[self.dimension].astype(str) == dim]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return (
+            f"Ratings({len(self.data)} judgments from {self.source}; person={self.person!r}, "
+            f"facets={self.facets}, dimension={self.dimension!r}, score={self.score!r})"
+        )
+
+
+def _coerce_scores(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return (integer scores, null mask); raise on anything that is not an integer."""
+    s = values
+    if pd.api.types.is_bool_dtype(s):
+        s = s.astype("Int64")
+    null = s.isna().to_numpy()
+    if not (pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)):
+        num = pd.to_numeric(s, errors="coerce")
+        bad = (~null) & num.isna().to_numpy()
+        if bad.any():
+            idx = np.flatnonzero(bad)
+            examples = ", ".join(repr(v) for v in pd.unique(s.iloc[idx[:50]]))[:200]
+            raise RatingsError(
+                f"column {column!r} has {bad.sum()} non-numeric score(s) ({examples}) in "
+                f"{_rows(idx)}; scores must be integers, with an empty cell for no judgment"
+            )
+        s = num
+    f = s.to_numpy(dtype=np.float64, na_value=np.nan)
+    null = np.isnan(f)
+    frac = (~null) & (np.abs(f - np.round(f)) > 1e-9)
+    if frac.any():
+        idx = np.flatnonzero(frac)
+        examples = ", ".join(f"{v:g}" for v in pd.unique(f[idx[:50]]))[:200]
+        raise RatingsError(
+            f"column {column!r} has {frac.sum()} non-integer score(s) ({examples}) in "
+            f"{_rows(idx)}; round them to integers (or use a rounded column such as "
+            f"`--score score_rounded`), or leave the cell empty for no judgment"
+        )
+    inf = (~null) & ~np.isfinite(f)
+    if inf.any():
+        raise RatingsError(f"column {column!r} has infinite scores in {_rows(np.flatnonzero(inf))}")
+    out = np.zeros(len(f), dtype=np.int64)
+    out[~null] = np.round(f[~null]).astype(np.int64)
+    return out, null
+
+
+def load_ratings(
+    source,
+    *,
+    person: str = "model",
+    facets: list[str] | tuple[str, ...] | str | None = None,
+    dimension: str | None = "dimension",
+    score: str = "score",
+    duplicates: str = "error",
+    score_range: tuple[int, int] | None = None,
+) -> Ratings:
+    """Load and validate a ratings table.
+
+    Parameters
+    ----------
+    source
+        A path to a ``.parquet``/``.csv``/``.tsv`` file, or a DataFrame.
+    person
+        The column holding the person facet (the one that floats), by default ``model``.
+    facets
+        The other facet columns (a list or a comma-separated string). By default those of
+        ``question``, ``judge`` and ``item`` that are present.
+    dimension
+        The column that splits the data into separately calibrated dimensions. The default,
+        ``dimension``, is used only when present; ``None`` means one dimension called ``all``.
+    score
+        The integer score column. Null scores are missing judgments: dropped and counted.
+    duplicates
+        What to do with two or more judgments of the same person by the same facet elements in the
+        same dimension: ``"error"`` (default) stops with a report, ``"keep"`` treats them as
+        independent observations, ``"mean"`` gives each of them weight ``1/n`` (their average
+        log-likelihood enters the fit).
+    score_range
+        ``(lowest, highest)`` valid score; values outside it are an error. By default any
+        integers are accepted (categories are taken from the data).
+    """
+    if isinstance(source, pd.DataFrame):
+        df = source.copy()
+        src = "<DataFrame>"
+    else:
+        src = str(source)
+        df = read_table(source)
+    if duplicates not in _DUPLICATE_POLICIES:
+        raise RatingsError(
+            f"duplicates={duplicates!r} is not one of {', '.join(_DUPLICATE_POLICIES)}"
+        )
+    if len(df) == 0:
+        raise RatingsError(f"the ratings table {src} has no rows; nothing to calibrate")
+
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    if isinstance(facets, str):
+        facets = [f.strip() for f in facets.split(",") if f.strip()]
+    dim_explicit = dimension is not None and dimension != "dimension"
+    if dimension is not None and dimension not in columns:
+        if dim_explicit:
+            raise RatingsError(
+                f"dimension column {dimension!r} not found in {src}; available columns: "
+                f"{', '.join(columns)}"
+            )
+        dimension = None
+    missing = [c for c in [person, score] if c not in columns]
+    if facets is None:
+        facets = [c for c in DEFAULT_FACETS if c in columns and c != person]
+        if not facets:
+            raise RatingsError(
+                f"none of the default facet columns ({', '.join(DEFAULT_FACETS)}) is in {src}; "
+                f"name them with --facets COL,COL (available columns: {', '.join(columns)})"
+            )
+    else:
+        facets = list(facets)
+        missing += [c for c in facets if c not in columns]
+    if missing:
+        raise RatingsError(
+            f"column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} not found in "
+            f"{src}; available columns: {', '.join(columns)}. Map your columns with --person, "
+            f"--facets and --score"
+        )
+    used = [person, *facets] + ([dimension] if dimension else [])
+    if len(set(used)) != len(used) or score in used:
+        raise RatingsError(
+            f"a column is used twice among person={person!r}, facets={facets}, "
+            f"dimension={dimension!r}, score={score!r}; each role needs its own column"
+        )
+
+    n_read = len(df)
+    for col in used:
+        nulls = df[col].isna().to_numpy()
+        if nulls.any():
+            raise RatingsError(
+                f"column {col!r} is empty in {nulls.sum()} of {n_read} rows ({_rows(np.flatnonzero(nulls))}); "
+                f"every judgment needs its {col}: fill them in or drop those rows"
+            )
+        df[col] = df[col].astype(str)
+
+    values, null = _coerce_scores(df[score], score)
+    if score_range is not None:
+        lo, hi = int(score_range[0]), int(score_range[1])
+        out = (~null) & ((values < lo) | (values > hi))
+        if out.any():
+            idx = np.flatnonzero(out)
+            vals = ", ".join(str(v) for v in sorted(pd.unique(values[out]))[:10])
+            raise RatingsError(
+                f"column {score!r} has {out.sum()} score(s) outside the range {lo}..{hi} "
+                f"(values {vals}) in {_rows(idx)}; correct them, set them empty (no judgment), "
+                f"or change the range"
+            )
+    n_null = int(null.sum())
+    df = df.loc[~null].copy()
+    df["_score"] = values[~null]
+    df["_weight"] = 1.0
+    df.reset_index(drop=True, inplace=True)
+    if len(df) == 0:
+        raise RatingsError(
+            f"all {n_read} scores in column {score!r} of {src} are empty; nothing to calibrate"
+        )
+
+    notes: list[str] = []
+    if n_null:
+        notes.append(f"{n_null} of {n_read} judgments have no score and were left out as missing")
+
+    key = used
+    dup = df.duplicated(key, keep=False).to_numpy()
+    n_dup = int(dup.sum())
+    if n_dup:
+        first = np.flatnonzero(dup)[0]
+        example = ", ".join(f"{c}={df.at[first, c]!r}" for c in key)
+        n_groups = int(df.loc[dup].groupby(key, sort=False).ngroups)
+        if duplicates == "error":
+            raise RatingsError(
+                f"{n_dup} rows are duplicated judgments ({n_groups} person × facet combinations "
+                f"judged more than once, e.g. {example}); pass --duplicates keep to treat them "
+                f"as independent judgments or --duplicates mean to average them"
+            )
+        if duplicates == "mean":
+            df["_weight"] = 1.0 / df.groupby(key, sort=False)["_score"].transform("size")
+            notes.append(
+                f"{n_dup} duplicated judgments in {n_groups} combinations were averaged "
+                f"(each weighted 1/n)"
+            )
+        else:
+            notes.append(
+                f"{n_dup} duplicated judgments in {n_groups} combinations were kept as "
+                f"independent observations"
+            )
+
+    summary = {
+        "rows_read": n_read,
+        "null_scores": n_null,
+        "duplicated_rows": n_dup,
+        "duplicates": duplicates,
+        "rows_used": len(df),
+    }
+    return Ratings(
+        data=df,
+        person=person,
+        facets=facets,
+        dimension=dimension,
+        score=score,
+        source=src,
+        summary=summary,
+        notes=notes,
+    )
