@@ -45,7 +45,10 @@ class DimensionDesign:
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes (sorted labels) and the labels; unused categories are dropped."""
     cat = pd.Categorical(values)
+    if len(cat.categories) and np.bincount(cat.codes, minlength=len(cat.categories)).min() == 0:
+        cat = cat.remove_unused_categories()
     return cat.codes.astype(np.int64), np.asarray(cat.categories.astype(str))
 
 

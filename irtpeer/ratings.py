@@ -129,6 +129,37 @@ def _coerce_scores(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarr
     return out, null
 
 
+def _as_labels(col: pd.Series) -> pd.Series:
+    """Element labels as strings; categoricals stay categorical (cheap on millions of rows)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        cats = col.cat.categories
+        if not all(isinstance(c, str) for c in cats):
+            col = col.cat.rename_categories([str(c) for c in cats])
+        return col
+    if pd.api.types.is_string_dtype(col.dtype) and not pd.api.types.is_object_dtype(col.dtype):
+        return col
+    return col.astype(str)
+
+
+def _duplicates(df: pd.DataFrame, key: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mask of rows whose key occurs more than once, and a group id per row (integer codes)."""
+    combined = np.zeros(len(df), dtype=np.int64)
+    span = 1
+    for c in key:
+        codes, uniques = pd.factorize(df[c], sort=False)
+        n = max(len(uniques), 1)
+        if span * n >= (1 << 62):
+            # too many combinations for one integer: compress what we have so far
+            combined, _ = pd.factorize(combined, sort=False)
+            combined = combined.astype(np.int64)
+            span = int(combined.max()) + 1 if len(combined) else 1
+        combined = combined * n + codes
+        span *= n
+    group, uniq = pd.factorize(combined, sort=False)
+    counts = np.bincount(group, minlength=len(uniq))
+    return counts[group] > 1, group
+
+
 def load_ratings(
     source,
     *,
@@ -165,7 +196,7 @@ def load_ratings(
         integers are accepted (categories are taken from the data).
     """
     if isinstance(source, pd.DataFrame):
-        df = source.copy()
+        df = source.copy(deep=False)  # copy-on-write: the caller's frame is never modified
         src = "<DataFrame>"
     else:
         src = str(source)
@@ -221,7 +252,7 @@ def load_ratings(
                 f"column {col!r} is empty in {nulls.sum()} of {n_read} rows ({_rows(np.flatnonzero(nulls))}); "
                 f"every judgment needs its {col}: fill them in or drop those rows"
             )
-        df[col] = df[col].astype(str)
+        df[col] = _as_labels(df[col])
 
     values, null = _coerce_scores(df[score], score)
     if score_range is not None:
@@ -235,8 +266,8 @@ def load_ratings(
                 f"(values {vals}) in {_rows(idx)}; correct them, set them empty (no judgment), "
                 f"or change the range"
             )
-    n_null = int(null.sum())
-    df = df.loc[~null].copy()
+    if n_null := int(null.sum()):
+        df = df.loc[~null].copy()
     df["_score"] = values[~null]
     df["_weight"] = 1.0
     df.reset_index(drop=True, inplace=True)
@@ -250,12 +281,12 @@ def load_ratings(
         notes.append(f"{n_null} of {n_read} judgments have no score and were left out as missing")
 
     key = used
-    dup = df.duplicated(key, keep=False).to_numpy()
+    dup, group = _duplicates(df, key)
     n_dup = int(dup.sum())
     if n_dup:
         first = np.flatnonzero(dup)[0]
-        example = ", ".join(f"{c}={df.at[first, c]!r}" for c in key)
-        n_groups = int(df.loc[dup].groupby(key, sort=False).ngroups)
+        example = ", ".join(f"{c}={df[c].iloc[first]!r}" for c in key)
+        n_groups = int(len(np.unique(group[dup])))
         if duplicates == "error":
             raise RatingsError(
                 f"{n_dup} rows are duplicated judgments ({n_groups} person × facet combinations "
@@ -263,7 +294,8 @@ def load_ratings(
                 f"as independent judgments or --duplicates mean to average them"
             )
         if duplicates == "mean":
-            df["_weight"] = 1.0 / df.groupby(key, sort=False)["_score"].transform("size")
+            sizes = np.bincount(group)
+            df["_weight"] = 1.0 / sizes[group]
             notes.append(
                 f"{n_dup} duplicated judgments in {n_groups} combinations were averaged "
                 f"(each weighted 1/n)"

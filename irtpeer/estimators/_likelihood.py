@@ -75,7 +75,6 @@ class LikelihoodEngine:
         dev = self.device
         self.idx = [torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64, device=dev) for a in data.idx]
         self.x = torch.as_tensor(data.x, dtype=torch.int64, device=dev)
-        self.xf = self.x.to(torch.float64)
         self.w = None if data.w is None else torch.as_tensor(data.w, dtype=torch.float64, device=dev)
         self.N = len(data.x)
         self.K = data.K
@@ -163,7 +162,7 @@ class LikelihoodEngine:
             for a in range(1, A):
                 eta = eta - blocks[a][ii[a]]
             x = self.x[s:e]
-            xf = self.xf[s:e]
+            xf = x.to(torch.float64)
             w = None if self.w is None else self.w[s:e]
             if K <= 1:
                 # dichotomous: log P(x) = x*eta - softplus(eta)

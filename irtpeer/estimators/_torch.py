@@ -86,10 +86,9 @@ class TorchMFRM:
     device
         ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
     tol
-        Convergence: the fit stops when the last Newton step changed no parameter by more than
-        ``tol`` logits (Newton converges quadratically, so the estimates are then exact to
-        machine precision), or when the largest score residual falls below ``1e-10`` score
-        points per observation.
+        Convergence: the fit stops when the Newton step (the distance to the optimum, in logits)
+        is below ``tol`` for every parameter; that last step is taken, and since Newton converges
+        quadratically the estimates are then exact to about ``tol**2``.
     max_iter
         Newton iterations allowed per dimension before :class:`ConvergenceError`.
     extreme_adjustment
@@ -108,7 +107,7 @@ class TorchMFRM:
         *,
         penalty: float | None = None,
         device: str = "auto",
-        tol: float = 1e-9,
+        tol: float = 1e-6,
         max_iter: int = 100,
         extreme_adjustment: float = 0.3,
         chunk_size: int = 2_000_000,
@@ -187,7 +186,8 @@ class TorchMFRM:
                 f"all-maximum scores; they were set aside while fitting and placed afterwards "
                 f"with the {self.extreme_adjustment} score-point adjustment (status column)"
             )
-        core = FacetData(
+        all_kept = bool(keep.all())
+        core = data if all_kept else FacetData(
             idx=[ix[keep] for ix in data.idx],
             sizes=data.sizes,
             x=data.x[keep],
@@ -261,17 +261,22 @@ class TorchMFRM:
             if lam:
                 H = H + lam * _speye(len(F))
             solver = _factorise(H, blocks, F, n, design, names, off)
-            history.append((it, fval, gmax, last_step))
+            step = -solver.solve(g)
+            proposed = float(np.max(np.abs(step))) if len(step) else 0.0
+            history.append((it, fval, gmax, proposed))
             self._log(
                 f"{design.dimension}: iteration {it} objective {fval:.6f} max|gradient| {gmax:.3e} "
-                f"last step {last_step:.3e}"
+                f"Newton step {proposed:.3e}"
             )
-            if last_step < self.tol or gmax < 1e-10 * max(1.0, len(core.x)):
+            if proposed < self.tol:
+                # Newton converges quadratically: after this last step the estimates are exact to
+                # about tol**2; the Hessian here serves for the standard errors.
+                x[F] += step
+                last_step = proposed
                 converged = True
                 break
             if it >= self.max_iter:
                 break
-            step = -solver.solve(g)
             slope = float(np.dot(g, step))
             t = 1.0
             accepted = False
@@ -285,9 +290,9 @@ class TorchMFRM:
                     break
                 t *= 0.5
             if not accepted:
-                # no decrease is possible: we are at the optimum to machine precision if the
-                # gradient is small, otherwise the fit has failed
-                converged = gmax < 1e-6 * max(1.0, len(core.x))
+                # no decrease is possible: at the optimum to machine precision if the step is
+                # tiny, otherwise the fit has failed
+                converged = proposed < 1e-4
                 break
             if ev_t.H is None:
                 ev_t = engine.evaluate(xt)
@@ -311,7 +316,7 @@ class TorchMFRM:
         if not converged:
             raise ConvergenceError(
                 f"dimension {design.dimension!r} did not converge in {it} Newton iterations "
-                f"(max |gradient| {gmax:.3g} score points, last step {last_step:.3g} logits). "
+                f"(max |gradient| {gmax:.3g} score points, Newton step {proposed:.3g} logits). "
                 f"This usually means some estimate runs off to infinity (a quasi-separated "
                 f"design, e.g. an element scored at the maximum on all but confounded "
                 f"observations). Try --penalty 0.01, or raise max_iter."
