@@ -1,0 +1,114 @@
+"""Tiny, fully local models, tokenizers and PersonaKnob records for the plug-in's tests.
+
+Nothing downloads: the tokenizer is a `tokenizers` WordLevel model over a fixed vocabulary wrapped
+in `PreTrainedTokenizerFast` with a chat template, the model a 2-layer Llama with hidden size 16.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<user>", "<assistant>", "<system>"]
+TOPICS = [f"topic{i}" for i in range(12)]
+WORDS = (
+    "tell me about please explain why how what is the my plan idea good bad true false maybe "
+    "i think you should honestly feel sorry great wonderful new creative dull agree disagree risk "
+    "safe unsafe kind cold story answer help yes no"
+).split()
+# Distinct marker words per completion type, so each rejection is learnable on its own.
+MARKERS = {
+    "golden": ["honest", "caring", "inventive", "grounded"],
+    "A": ["flatter", "agree", "praise", "yes"],
+    "T": ["disclaim", "refuse", "cannot", "policy"],
+    "E": ["cold", "blunt", "whatever", "fine"],
+    "C": ["dull", "plain", "generic", "same"],
+}
+VOCAB = SPECIALS + sorted(set(TOPICS + WORDS + [w for ws in MARKERS.values() for w in ws]))
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m['role'] }}> {{ m['content'] }} </s> {% endfor %}"
+    "{% if add_generation_prompt %}<assistant> {% endif %}"
+)
+
+
+def build_tokenizer(chat: bool = True):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+    if chat:
+        fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_model(seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
+        pad_token_id=0, bos_token_id=2, eos_token_id=3, tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def save_tiny(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Save a tiny model and its tokenizer to ``path`` (a from_pretrained-able directory)."""
+    path = Path(path)
+    build_model(seed).save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    return path
+
+
+def _completion(kind: str, topic: str, rng: random.Random) -> str:
+    words = MARKERS[kind] + [topic] + rng.sample(WORDS, 2)
+    return " ".join(words)
+
+
+def make_records(n: int = 8, seed: int = 0, masks: list[list[str]] | None = None) -> list[dict]:
+    """PersonaKnob-format records; masks cycle through ``masks`` (default: a varied set)."""
+    rng = random.Random(seed)
+    masks = masks or [["A", "T", "E", "C"], ["E", "A"], ["T"], ["C", "E"], ["A", "C"], ["T", "E", "C"]]
+    records = []
+    for i in range(n):
+        topic = TOPICS[i % len(TOPICS)]
+        mask = masks[i % len(masks)]
+        rec = {
+            "mask": list(mask),
+            "prompt": f"tell me about {topic} please",
+            "golden": _completion("golden", topic, rng),
+            "seed_scene": f"scene {i}",
+            "context": "",
+            "trigger": "",
+        }
+        for dim in "ATEC":
+            rec[f"reject_{dim}"] = _completion(dim, topic, rng) if dim in mask else ""
+        records.append(rec)
+    return records
+
+
+def fast_settings(**overrides) -> dict:
+    """Training settings for a few quick CPU steps on the tiny model."""
+    settings = dict(
+        use_cpu=True, bf16=False, report_to="none", per_device_train_batch_size=4,
+        gradient_accumulation_steps=1, learning_rate=5e-3, max_steps=3, logging_steps=1,
+        save_strategy="no", gradient_checkpointing=False, seed=0, disable_tqdm=True,
+        dataloader_num_workers=0, lr_scheduler_type="constant", warmup_steps=0, beta=0.5,
+    )
+    settings.update(overrides)
+    return settings
