@@ -75,7 +75,7 @@ class LikelihoodEngine:
         dev = self.device
         self.idx = [torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64, device=dev) for a in data.idx]
         self.x = torch.as_tensor(data.x, dtype=torch.int64, device=dev)
-        self.w = None if data.w is None else torch.as_tensor(data.w, dtype=torch.float64, device=dev)
+        self.w = None if data.w is None else torch.tensor(np.asarray(data.w, dtype=np.float64), device=dev)
         self.N = len(data.x)
         self.K = data.K
         self.sizes = list(data.sizes)
