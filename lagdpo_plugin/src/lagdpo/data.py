@@ -188,9 +188,12 @@ def load_personaknob(source: Any, *, limit: int | None = None):
     """
     import datasets
 
-    table = _read_table(source)
+    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
+        table = [dict(r) for r in source]  # validate before Arrow sees mixed types
+    else:
+        table = _read_table(source)
     if limit is not None:
-        table = table.select(range(min(limit, len(table))))
+        table = table[:limit] if isinstance(table, list) else table.select(range(min(limit, len(table))))
     if len(table) == 0:
         raise DataError("the PersonaKnob data has no records.")
     rows = [validate_record(row, i) for i, row in enumerate(table)]
@@ -225,7 +228,12 @@ def _encode(tokenizer, prompt: str, completion: str | None, use_chat_template: b
         if isinstance(ids, Mapping) or hasattr(ids, "keys"):
             ids = ids["input_ids"]
         return list(ids)
-    text = prompt if completion is None else prompt + completion
+    if completion is None:
+        text = prompt
+    elif prompt[-1:].isspace() or completion[:1].isspace():
+        text = prompt + completion
+    else:  # plain-text prompts rarely end with a separator; without one the words would fuse
+        text = prompt + " " + completion
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     if completion is not None and tokenizer.eos_token_id is not None:
         ids = ids + [tokenizer.eos_token_id]
@@ -244,7 +252,8 @@ def tokenize_personaknob(
 
     With a chat template the prompt is a user turn and each completion an assistant turn; the
     completion starts where the tokenised prompt (with generation prompt) and prompt+completion
-    diverge, as in TRL. Without one, prompt and completion are concatenated and EOS appended.
+    diverge, as in TRL. Without one, prompt and completion are joined (with a space unless
+    either side already has one) and EOS appended.
     """
     if use_chat_template is None:
         use_chat_template = bool(getattr(tokenizer, "chat_template", None))
