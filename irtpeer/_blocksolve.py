@@ -125,9 +125,11 @@ class BlockSchurSolver:
         try:
             self._chol = sla.cho_factor(T, lower=True, check_finite=False) if r else None
             if r:
-                # cho_factor does not always raise on a numerically singular matrix
+                # cho_factor does not always raise on a numerically singular matrix; the factor's
+                # diagonal holds square roots of the pivots: a pivot ratio below 1e-12 means a
+                # direction the data do not determine
                 diag = np.diag(self._chol[0])
-                if np.any(~np.isfinite(diag)) or diag.min() <= 1e-10 * max(diag.max(), 1e-300):
+                if np.any(~np.isfinite(diag)) or diag.min() <= 1e-6 * max(diag.max(), 1e-300):
                     raise np.linalg.LinAlgError("tiny pivot")
         except np.linalg.LinAlgError:
             w, V = np.linalg.eigh(T)

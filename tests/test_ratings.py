@@ -1,0 +1,142 @@
+"""Loading and validating the ratings table: every bad input gets a message naming the column,
+the value and what to do."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import irtpeer
+from irtpeer import RatingsError
+
+
+def table(n=4):
+    return pd.DataFrame(
+        {
+            "model": ["m1", "m2"] * (n // 2),
+            "question": [f"q{i // 2}" for i in range(n)],
+            "judge": "j1",
+            "item": "A1",
+            "dimension": "A",
+            "score": [1, 0] * (n // 2),
+        }
+    )
+
+
+def test_parquet_and_csv_give_the_same_table(tmp_path):
+    sim = irtpeer.simulate(models=3, questions=10, judges=2, seed=0)
+    sim.ratings.to_parquet(tmp_path / "r.parquet")
+    sim.ratings.to_csv(tmp_path / "r.csv", index=False)
+    a = irtpeer.load_ratings(tmp_path / "r.parquet")
+    b = irtpeer.load_ratings(tmp_path / "r.csv")
+    assert a.facets == b.facets == ["question", "judge", "item"]
+    assert a.dimension == "dimension" and a.dimensions == ["A", "C", "E", "T"]
+    assert len(a) == len(b) == sim.ratings["score"].notna().sum()
+    assert (a.data["_score"].to_numpy() == b.data["_score"].to_numpy()).all()
+
+
+def test_null_scores_are_missing_not_zero():
+    df = table(6)
+    df["score"] = pd.array([1, None, 0, 1, None, 0], dtype="Int64")
+    r = irtpeer.load_ratings(df)
+    assert r.summary["null_scores"] == 2 and r.summary["rows_used"] == 4
+    assert r.data["_score"].tolist() == [1, 0, 1, 0]
+    assert any("2 of 6 judgments have no score" in n for n in r.notes)
+
+
+def test_column_mapping_for_facets_style_data():
+    df = pd.DataFrame({"junior": ["a", "b"], "senior": ["x", "y"], "trait": ["t", "t"], "rating": [3, 5]})
+    r = irtpeer.load_ratings(df, person="junior", facets="senior,trait", score="rating")
+    assert r.person == "junior" and r.facets == ["senior", "trait"] and r.dimension is None
+    assert r.dimensions == ["all"]
+
+
+def test_missing_columns_are_named_with_the_fix():
+    with pytest.raises(RatingsError) as e:
+        irtpeer.load_ratings(table().drop(columns=["score"]))
+    assert "'score' not found" in str(e.value) and "--score" in str(e.value)
+    assert "available columns: model, question, judge, item, dimension" in str(e.value)
+    with pytest.raises(RatingsError, match="'rater' not found"):
+        irtpeer.load_ratings(table(), facets=["question", "rater"])
+    with pytest.raises(RatingsError, match="dimension column 'dim' not found"):
+        irtpeer.load_ratings(table(), dimension="dim")
+    with pytest.raises(RatingsError, match="none of the default facet columns"):
+        irtpeer.load_ratings(table()[["model", "score"]])
+
+
+def test_non_integer_scores_name_values_and_rows():
+    df = table(6)
+    df["score"] = [1, 0.5, 0, 1, 2.5, 0]
+    with pytest.raises(RatingsError) as e:
+        irtpeer.load_ratings(df)
+    msg = str(e.value)
+    assert "2 non-integer score(s) (0.5, 2.5)" in msg and "data rows 2, 5" in msg
+    assert "score_rounded" in msg
+    df["score"] = ["1", "yes", "0", "1", "1", "0"]
+    with pytest.raises(RatingsError, match=r"1 non-numeric score\(s\) \('yes'\) in data row 2"):
+        irtpeer.load_ratings(df)
+    df["score"] = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]  # integer-valued floats are fine
+    assert irtpeer.load_ratings(df).data["_score"].dtype == np.int64
+
+
+def test_out_of_range_scores():
+    df = table(6)
+    df["score"] = [1, 0, -1, 1, 0, 7]
+    with pytest.raises(RatingsError) as e:
+        irtpeer.load_ratings(df, score_range=(0, 1))
+    assert "2 score(s) outside the range 0..1 (values -1, 7)" in str(e.value)
+    assert "data rows 3, 6" in str(e.value)
+    # binary scale with more categories is also out of range
+    sim = irtpeer.simulate(models=3, questions=10, judges=2, dimensions="A", categories=3, seed=0)
+    with pytest.raises(RatingsError, match="scale 'binary' but dimension 'A' has scores 0, 1, 2"):
+        irtpeer.TorchMFRM(irtpeer.ModelSpec(scale="binary")).fit(irtpeer.load_ratings(sim.ratings))
+
+
+def test_duplicated_judgments_are_reported():
+    df = pd.concat([table(), table().iloc[:1]], ignore_index=True)
+    with pytest.raises(RatingsError) as e:
+        irtpeer.load_ratings(df)
+    msg = str(e.value)
+    assert "2 rows are duplicated judgments (1 person × facet combinations" in msg
+    assert "model='m1'" in msg and "--duplicates keep" in msg and "--duplicates mean" in msg
+    r = irtpeer.load_ratings(df, duplicates="mean")
+    assert sorted(r.data["_weight"].tolist()) == [0.5, 0.5, 1.0, 1.0, 1.0]
+
+
+def test_empty_inputs(tmp_path):
+    with pytest.raises(RatingsError, match="has no rows"):
+        irtpeer.load_ratings(table().iloc[:0])
+    df = table()
+    df["score"] = None
+    with pytest.raises(RatingsError, match="all 4 scores in column 'score'"):
+        irtpeer.load_ratings(df)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(RatingsError, match="could not read"):
+        irtpeer.load_ratings(tmp_path / "empty.csv")
+    with pytest.raises(RatingsError, match="ratings file not found"):
+        irtpeer.load_ratings(tmp_path / "nope.parquet")
+    (tmp_path / "r.xlsx").write_text("x")
+    with pytest.raises(RatingsError, match="unknown ratings file type '.xlsx'"):
+        irtpeer.load_ratings(tmp_path / "r.xlsx")
+
+
+def test_empty_facet_cells_are_an_error():
+    df = table()
+    df.loc[2, "judge"] = None
+    with pytest.raises(RatingsError, match="column 'judge' is empty in 1 of 4 rows \\(data row 3\\)"):
+        irtpeer.load_ratings(df)
+
+
+def test_unobserved_middle_category_is_reported():
+    sim = irtpeer.simulate(models=4, questions=30, judges=2, dimensions="A", categories=4, seed=2)
+    df = sim.ratings.dropna(subset=["score"])
+    df = df.assign(score=df["score"].astype(int).replace({1: 0}) * 2)  # categories 0, 4, 6
+    cal = irtpeer.calibrate(df)
+    assert any("categories 1, 2, 3, 5 between 0 and 6 are never observed" in n for n in cal.notes)
+    assert list(cal.facet("threshold")["element"]) == ["4", "6"]
+
+
+def test_the_callers_frame_is_not_modified():
+    df = table()
+    before = df.copy()
+    irtpeer.load_ratings(df)
+    pd.testing.assert_frame_equal(df, before)
