@@ -133,13 +133,21 @@ class BlockSchurSolver:
                     raise np.linalg.LinAlgError("tiny pivot")
         except np.linalg.LinAlgError:
             w, V = np.linalg.eigh(T)
-            vec = np.zeros(n)
-            vec[cur] = V[:, 0]
             raise NotPositiveDefinite(
                 "the information matrix is singular: some parameters are not identified",
-                null_vector=vec,
+                null_vector=self._back_substitute(V[:, 0]),
             ) from None
         self._Tinv: np.ndarray | None = None
+
+    def _back_substitute(self, v_dense: np.ndarray) -> np.ndarray:
+        """Extend a null vector of the dense remainder to one of H (x_b = -W x_rest per level)."""
+        x = v_dense
+        for L in reversed(self.levels):
+            full = np.empty(len(L.b_local) + len(L.rest_local))
+            full[L.rest_local] = x
+            full[L.b_local] = -(L.W @ x)
+            x = full
+        return x
 
     # ------------------------------------------------------------------ solving
     def _dense_solve(self, g: np.ndarray) -> np.ndarray:
