@@ -27,7 +27,6 @@ from .simulate import simulate
 from .spec import ModelSpec
 
 __all__ = [
-    "__version__",
     "Calibration",
     "ConvergenceError",
     "DesignError",
@@ -37,6 +36,7 @@ __all__ = [
     "Ratings",
     "RatingsError",
     "TorchMFRM",
+    "__version__",
     "calibrate",
     "example_path",
     "load_ratings",

@@ -132,7 +132,7 @@ class BlockSchurSolver:
                 if np.any(~np.isfinite(diag)) or diag.min() <= 1e-6 * max(diag.max(), 1e-300):
                     raise np.linalg.LinAlgError("tiny pivot")
         except np.linalg.LinAlgError:
-            w, V = np.linalg.eigh(T)
+            _, V = np.linalg.eigh(T)
             raise NotPositiveDefinite(
                 "the information matrix is singular: some parameters are not identified",
                 null_vector=self._back_substitute(V[:, 0]),

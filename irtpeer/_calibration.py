@@ -16,7 +16,7 @@ from ._errors import IrtpeerError
 from .ratings import Ratings
 from .spec import ModelSpec
 
-__all__ = ["Calibration", "PEER_DIMENSIONS", "DIGNITY_DIMENSIONS"]
+__all__ = ["DIGNITY_DIMENSIONS", "PEER_DIMENSIONS", "Calibration"]
 
 #: The paper's composites: Peer = mean(E, C), Dignity = mean(A, T).
 PEER_DIMENSIONS = ("E", "C")

@@ -165,7 +165,7 @@ def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
                 f"every score in dimension {dim!r} is {cats[0]}: with a single category there is "
                 f"nothing to calibrate"
             )
-        gaps = sorted(set(range(int(cats[0]), int(cats[-1]) + 1)) - set(int(c) for c in cats))
+        gaps = sorted(set(range(int(cats[0]), int(cats[-1]) + 1)) - {int(c) for c in cats})
         scale = spec.scale
         if scale == "auto":
             scale = "binary" if len(cats) == 2 else "rsm"

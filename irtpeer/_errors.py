@@ -8,11 +8,11 @@ what to do about it. The command-line interface prints these messages without a 
 from __future__ import annotations
 
 __all__ = [
-    "IrtpeerError",
-    "RatingsError",
-    "DesignError",
     "ConvergenceError",
+    "DesignError",
+    "IrtpeerError",
     "MissingDependencyError",
+    "RatingsError",
 ]
 
 

@@ -16,7 +16,7 @@ import pandas as pd
 
 from ._errors import RatingsError
 
-__all__ = ["Ratings", "load_ratings", "DEFAULT_FACETS", "read_table"]
+__all__ = ["DEFAULT_FACETS", "Ratings", "load_ratings", "read_table"]
 
 #: Facet columns used when none are named, in this order, if present.
 DEFAULT_FACETS = ("question", "judge", "item")
@@ -286,7 +286,7 @@ def load_ratings(
     if n_dup:
         first = np.flatnonzero(dup)[0]
         example = ", ".join(f"{c}={df[c].iloc[first]!r}" for c in key)
-        n_groups = int(len(np.unique(group[dup])))
+        n_groups = len(np.unique(group[dup]))
         if duplicates == "error":
             raise RatingsError(
                 f"{n_dup} rows are duplicated judgments ({n_groups} person × facet combinations "

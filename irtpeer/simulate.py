@@ -11,7 +11,7 @@ import pandas as pd
 
 from ._errors import IrtpeerError
 
-__all__ = ["simulate", "Simulation"]
+__all__ = ["Simulation", "simulate"]
 
 
 @dataclass
@@ -136,12 +136,12 @@ def simulate(
             truth.append(pd.DataFrame({"dimension": d, "facet": "item", "element": items, "measure": delta - delta.mean()}))
         if K > 1:
             truth.append(pd.DataFrame({"dimension": d, "facet": "threshold", "element": [str(k) for k in range(1, K + 1)], "measure": tau}))
-    settings = dict(
-        models=models, questions=questions, judges=judges, dimensions=list(dimensions),
-        items_per_dimension=items_per_dimension, categories=categories, missing=missing,
-        model_sd=model_sd, question_sd=question_sd, judge_sd=judge_sd, item_sd=item_sd,
-        response_sd=response_sd, seed=seed,
-    )
+    settings = {
+        "models": models, "questions": questions, "judges": judges, "dimensions": list(dimensions),
+        "items_per_dimension": items_per_dimension, "categories": categories, "missing": missing,
+        "model_sd": model_sd, "question_sd": question_sd, "judge_sd": judge_sd, "item_sd": item_sd,
+        "response_sd": response_sd, "seed": seed,
+    }
     return Simulation(
         ratings=pd.concat(frames, ignore_index=True),
         truth=pd.concat(truth, ignore_index=True),

@@ -8,7 +8,7 @@ import scipy.optimize as so
 import torch
 
 import irtpeer
-from irtpeer import DesignError, ConvergenceError, ModelSpec, TorchMFRM
+from irtpeer import ConvergenceError, DesignError, ModelSpec, TorchMFRM
 
 
 def fit(df, spec=None, **kw):
@@ -57,7 +57,7 @@ def test_partial_credit_matches_independent_optimiser():
             assert ours[f"{it}:{k + 1}"] == pytest.approx(tau[i, k], abs=1e-4)
     # SEs of persons from the finite-difference Hessian (constrained parametrisation)
     h = 1e-4
-    f0 = lambda v: _pcm_negll(v, *args)  # noqa: E731
+    f0 = lambda v: _pcm_negll(v, *args)
     Hm = np.zeros((n_free, n_free))
     E = np.eye(n_free) * h
     for a in range(n_free):
@@ -98,7 +98,7 @@ def test_penalised_fit_equals_sklearn_ridge_logistic(mode):
     cal = fit(df, ModelSpec(person_mode=mode), penalty=lam)
     df = df.assign(response=df["model"] + "|" + df["question"])
     person = "model" if mode == "model" else "response"
-    X, names = _onehot_design(df, person)
+    X, _ = _onehot_design(df, person)
     y = df["score"].astype(int).to_numpy()
     lr = LogisticRegression(C=1 / lam, fit_intercept=False, tol=1e-12, max_iter=100000).fit(X, y)
     eta_sk = X @ lr.coef_.ravel()
@@ -213,7 +213,7 @@ def test_duplicates_mean_and_keep_are_exact_weightings():
 # ------------------------------------------------------------------------ design errors
 def test_disconnected_design_names_the_subsets():
     rows = []
-    for block, (models, judges, qs) in enumerate([(["m1", "m2"], ["j1", "j2"], range(0, 10)),
+    for block, (models, judges, qs) in enumerate([(["m1", "m2"], ["j1", "j2"], range(10)),
                                                   (["m3", "m4"], ["j3", "j4"], range(10, 20))]):
         rng = np.random.default_rng(block)
         for m in models:

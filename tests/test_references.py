@@ -10,9 +10,9 @@ Acceptance: measures within 1e-4 logits and SEs within 1e-3 relative. We hold th
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import DATA, REFS
 
 import irtpeer
-from conftest import DATA, REFS
 
 MEASURE_TOL = 1e-6  # logits (acceptance: 1e-4)
 SE_RTOL = 1e-6  # relative (acceptance: 1e-3)

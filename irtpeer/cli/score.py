@@ -53,7 +53,8 @@ def register(sub) -> None:
     p.add_argument("--score-range", type=_score_range, default=None, metavar="MIN,MAX", help="valid score range; scores outside are an error")
     p.add_argument("--out", default=None, metavar="DIR", help="write measures.csv, scores.csv, convergence.csv, calibration.json here")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
-    p.add_argument("--progress", action="store_true", help="print Newton iterations to stderr")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="print Newton iterations to stderr (default: when stderr is a terminal)")
     p.set_defaults(func=run)
 
 
@@ -78,8 +79,9 @@ def run(args) -> int:
     spec = irtpeer.ModelSpec(scale=args.scale, person_mode=args.person_mode)
     from ..estimators import get_estimator
 
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
     est = get_estimator(args.estimator)(
-        spec, penalty=args.penalty, device=args.device, progress=args.progress
+        spec, penalty=args.penalty, device=args.device, progress=progress
     )
     cal = est.fit(ratings).calibration_
     if args.json:

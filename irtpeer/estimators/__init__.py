@@ -3,7 +3,7 @@ in ``fit(ratings)``, returns ``self`` and exposes the result as ``calibration_``
 
 from ._torch import DEFAULT_RESPONSE_PENALTY, TorchMFRM
 
-__all__ = ["TorchMFRM", "DEFAULT_RESPONSE_PENALTY", "get_estimator"]
+__all__ = ["DEFAULT_RESPONSE_PENALTY", "TorchMFRM", "get_estimator"]
 
 ESTIMATORS = {"torch": TorchMFRM}
 

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["FacetData", "Evaluation", "LikelihoodEngine"]
+__all__ = ["Evaluation", "FacetData", "LikelihoodEngine"]
 
 _DENSE_PAIR_LIMIT = 1 << 26  # pair blocks smaller than this are counted densely with bincount
 

@@ -43,7 +43,7 @@ from ..ratings import Ratings
 from ..spec import ModelSpec
 from ._likelihood import FacetData, LikelihoodEngine
 
-__all__ = ["TorchMFRM", "DimensionFit", "DEFAULT_RESPONSE_PENALTY"]
+__all__ = ["DEFAULT_RESPONSE_PENALTY", "DimensionFit", "TorchMFRM"]
 
 #: Ridge penalty used in response mode when none is given (a standard-normal prior on logits).
 DEFAULT_RESPONSE_PENALTY = 1.0
@@ -123,7 +123,7 @@ class TorchMFRM:
         self.progress = progress
 
     # ------------------------------------------------------------------ public
-    def fit(self, ratings: Ratings) -> "TorchMFRM":
+    def fit(self, ratings: Ratings) -> TorchMFRM:
         from .._calibration import Calibration
 
         if not isinstance(ratings, Ratings):
@@ -309,8 +309,8 @@ class TorchMFRM:
             "last_step": last_step,
             "objective": fval,
             "log_likelihood": -ev.f,
-            "n_obs": int(len(core.x)),
-            "n_params": int(len(F)),
+            "n_obs": len(core.x),
+            "n_params": len(F),
             "seconds": 0.0,
         }
         if not converged:
