@@ -129,7 +129,7 @@ def test_gradient_accumulation_gives_the_same_step_as_one_big_batch(tiny_dir, tm
                 config=fast_settings(per_device_train_batch_size=8, **cfg), max_steps=3)
     acc = train("lagdpo", tiny_dir, records, tmp_path / "acc",
                 config=fast_settings(per_device_train_batch_size=4, gradient_accumulation_steps=2, **cfg), max_steps=3)
-    assert torch.allclose(_params(big.trainer.model), _params(acc.trainer.model), atol=1e-7, rtol=0)
+    assert torch.allclose(_params(big.trainer.model), _params(acc.trainer.model), atol=1e-6, rtol=0)
     assert torch.allclose(big.trainer.lambdas, acc.trainer.lambdas, atol=1e-9)
 
 
