@@ -589,10 +589,23 @@ def _place_extremes(data, extreme, orphan, params, off, adj, device):
         E = P @ kv
         return E, P @ (kv * kv) - E * E
 
+    # group the observations that touch a flagged element by element, once
+    touched = np.flatnonzero(n_flag_obs > 0)
+    groups = []
+    for a in range(A):
+        el = data.idx[a][touched]
+        sel = flag[a][el]
+        obs_a = touched[sel]
+        order = np.argsort(el[sel], kind="stable")
+        obs_a = obs_a[order]
+        bounds = np.searchsorted(el[sel][order], np.arange(data.sizes[a] + 1))
+        groups.append((obs_a, bounds))
+
     for sweep in range(2):
         for a in range(A):
+            obs_a, bounds = groups[a]
             for e in np.flatnonzero(flag[a]):
-                obs_all = np.flatnonzero(data.idx[a] == e)
+                obs_all = obs_a[bounds[e] : bounds[e + 1]]
                 obs = obs_all[n_flag_obs[obs_all] == 1] if sweep == 0 else obs_all
                 if sweep == 0 and len(obs) == 0:
                     continue
