@@ -36,11 +36,20 @@ def _model(vocab_size: int, hidden: int, layers: int):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    return LlamaForCausalLM(LlamaConfig(
-        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=512,
-        pad_token_id=0, bos_token_id=2, eos_token_id=3,
-    ))
+    return LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            intermediate_size=hidden * 2,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+            pad_token_id=0,
+            bos_token_id=2,
+            eos_token_id=3,
+        )
+    )
 
 
 def _records(n: int, words: int):
@@ -76,12 +85,11 @@ class _StepTimer:
 
 def run(args) -> list[dict]:
     import torch
-    from trl import DPOConfig, DPOTrainer
-
     from lagdpo.config import LagDPOConfig
     from lagdpo.data import flatten_to_pairs, load_personaknob
     from lagdpo.trainer import LagDPOTrainer, MultiNegDPOTrainer
     from lagdpo_testutils import build_tokenizer
+    from trl import DPOConfig, DPOTrainer
 
     torch.set_num_threads(args.threads)
     tok = build_tokenizer()
@@ -89,10 +97,19 @@ def run(args) -> list[dict]:
     data = load_personaknob(_records(args.records, args.words))
     pairs = flatten_to_pairs(data)
     mean_active = len(pairs) / len(data)
-    common = dict(
-        use_cpu=True, bf16=False, report_to="none", max_steps=args.steps, learning_rate=1e-4, logging_steps=1,
-        save_strategy="no", gradient_checkpointing=False, disable_tqdm=True, seed=0, dataloader_num_workers=0,
-    )
+    common = {
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": "none",
+        "max_steps": args.steps,
+        "learning_rate": 1e-4,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "gradient_checkpointing": False,
+        "disable_tqdm": True,
+        "seed": 0,
+        "dataloader_num_workers": 0,
+    }
     rows = []
     out = tempfile.mkdtemp()
     for name in ("lagdpo", "multineg-dpo", "trl-dpo-pairs"):
@@ -101,22 +118,41 @@ def run(args) -> list[dict]:
         if name == "trl-dpo-pairs":
             batch = max(1, round(args.batch * mean_active))
             cfg = DPOConfig(output_dir=f"{out}/{name}", per_device_train_batch_size=batch, **common)
-            trainer = DPOTrainer(model=model, ref_model=ref, args=cfg, train_dataset=pairs,
-                                 processing_class=tok, callbacks=[timer.callback])
+            trainer = DPOTrainer(
+                model=model,
+                ref_model=ref,
+                args=cfg,
+                train_dataset=pairs,
+                processing_class=tok,
+                callbacks=[timer.callback],
+            )
         else:
             batch = args.batch
             cls = LagDPOTrainer if name == "lagdpo" else MultiNegDPOTrainer
-            cfg = LagDPOConfig(output_dir=f"{out}/{name}", method=name, per_device_train_batch_size=batch, **common)
-            trainer = cls(model=model, ref_model=ref, args=cfg, train_dataset=data,
-                          processing_class=tok, callbacks=[timer.callback])
+            cfg = LagDPOConfig(
+                output_dir=f"{out}/{name}", method=name, per_device_train_batch_size=batch, **common
+            )
+            trainer = cls(
+                model=model,
+                ref_model=ref,
+                args=cfg,
+                train_dataset=data,
+                processing_class=tok,
+                callbacks=[timer.callback],
+            )
         trainer.train()
         timed = timer.times[2:]
         tokens = trainer._total_train_tokens / len(timer.times)
-        rows.append({
-            "method": name, "batch": batch, "steps_timed": len(timed),
-            "s_per_step_median": statistics.median(timed), "s_per_step_mean": statistics.fmean(timed),
-            "tokens_per_step": tokens,
-        })
+        rows.append(
+            {
+                "method": name,
+                "batch": batch,
+                "steps_timed": len(timed),
+                "s_per_step_median": statistics.median(timed),
+                "s_per_step_mean": statistics.fmean(timed),
+                "tokens_per_step": tokens,
+            }
+        )
     return rows
 
 
@@ -132,15 +168,23 @@ def main(argv=None):
     args = p.parse_args(argv)
     rows = run(args)
     ref = {r["method"]: r for r in rows}
-    print(f"{'method':<16}{'batch':>6}{'s/step (median)':>17}{'s/step (mean)':>15}{'tokens/step':>13}")
+    print(
+        f"{'method':<16}{'batch':>6}{'s/step (median)':>17}{'s/step (mean)':>15}{'tokens/step':>13}"
+    )
     for r in rows:
-        print(f"{r['method']:<16}{r['batch']:>6}{r['s_per_step_median']:>17.4f}{r['s_per_step_mean']:>15.4f}"
-              f"{r['tokens_per_step']:>13.0f}")
-    lag, multi, pairs = (ref[m]["s_per_step_median"] for m in ("lagdpo", "multineg-dpo", "trl-dpo-pairs"))
+        print(
+            f"{r['method']:<16}{r['batch']:>6}{r['s_per_step_median']:>17.4f}{r['s_per_step_mean']:>15.4f}"
+            f"{r['tokens_per_step']:>13.0f}"
+        )
+    lag, multi, pairs = (
+        ref[m]["s_per_step_median"] for m in ("lagdpo", "multineg-dpo", "trl-dpo-pairs")
+    )
     print(f"\nLag-DPO / Multi-Neg DPO time per step: {lag / multi:.3f} (goal ≤ 1.10)")
     print(f"Lag-DPO / TRL DPO on flattened pairs:  {lag / pairs:.3f} (goal < 1)")
-    print(f"tokens per step, flattened pairs / multi-negative: "
-          f"{ref['trl-dpo-pairs']['tokens_per_step'] / ref['lagdpo']['tokens_per_step']:.2f}")
+    print(
+        f"tokens per step, flattened pairs / multi-negative: "
+        f"{ref['trl-dpo-pairs']['tokens_per_step'] / ref['lagdpo']['tokens_per_step']:.2f}"
+    )
 
 
 if __name__ == "__main__":

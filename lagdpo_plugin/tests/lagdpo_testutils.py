@@ -19,11 +19,50 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<user>", "<assistant>", "<system>"]
 TOPICS = [f"topic{i}" for i in range(12)]
-WORDS = (
-    "tell me about please explain why how what is the my plan idea good bad true false maybe "
-    "i think you should honestly feel sorry great wonderful new creative dull agree disagree risk "
-    "safe unsafe kind cold story answer help yes no"
-).split()
+WORDS = [
+    "tell",
+    "me",
+    "about",
+    "please",
+    "explain",
+    "why",
+    "how",
+    "what",
+    "is",
+    "the",
+    "my",
+    "plan",
+    "idea",
+    "good",
+    "bad",
+    "true",
+    "false",
+    "maybe",
+    "i",
+    "think",
+    "you",
+    "should",
+    "honestly",
+    "feel",
+    "sorry",
+    "great",
+    "wonderful",
+    "new",
+    "creative",
+    "dull",
+    "agree",
+    "disagree",
+    "risk",
+    "safe",
+    "unsafe",
+    "kind",
+    "cold",
+    "story",
+    "answer",
+    "help",
+    "yes",
+    "no",
+]
 # Distinct marker words per completion type, so each rejection is learnable on its own.
 MARKERS = {
     "golden": ["honest", "caring", "inventive", "grounded"],
@@ -47,7 +86,11 @@ def build_tokenizer(chat: bool = True):
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
     )
     if chat:
         fast.chat_template = CHAT_TEMPLATE
@@ -60,9 +103,17 @@ def build_model(seed: int = 0):
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(VOCAB), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=128,
-        pad_token_id=0, bos_token_id=2, eos_token_id=3, tie_word_embeddings=False,
+        vocab_size=len(VOCAB),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        tie_word_embeddings=False,
     )
     return LlamaForCausalLM(config)
 
@@ -83,7 +134,14 @@ def _completion(kind: str, topic: str, rng: random.Random) -> str:
 def make_records(n: int = 8, seed: int = 0, masks: list[list[str]] | None = None) -> list[dict]:
     """PersonaKnob-format records; masks cycle through ``masks`` (default: a varied set)."""
     rng = random.Random(seed)
-    masks = masks or [["A", "T", "E", "C"], ["E", "A"], ["T"], ["C", "E"], ["A", "C"], ["T", "E", "C"]]
+    masks = masks or [
+        ["A", "T", "E", "C"],
+        ["E", "A"],
+        ["T"],
+        ["C", "E"],
+        ["A", "C"],
+        ["T", "E", "C"],
+    ]
     records = []
     for i in range(n):
         topic = TOPICS[i % len(TOPICS)]
@@ -104,11 +162,23 @@ def make_records(n: int = 8, seed: int = 0, masks: list[list[str]] | None = None
 
 def fast_settings(**overrides) -> dict:
     """Training settings for a few quick CPU steps on the tiny model."""
-    settings = dict(
-        use_cpu=True, bf16=False, report_to="none", per_device_train_batch_size=4,
-        gradient_accumulation_steps=1, learning_rate=5e-3, max_steps=3, logging_steps=1,
-        save_strategy="no", gradient_checkpointing=False, seed=0, disable_tqdm=True,
-        dataloader_num_workers=0, lr_scheduler_type="constant", warmup_steps=0, beta=0.5,
-    )
+    settings = {
+        "use_cpu": True,
+        "bf16": False,
+        "report_to": "none",
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 5e-3,
+        "max_steps": 3,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "gradient_checkpointing": False,
+        "seed": 0,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "beta": 0.5,
+    }
     settings.update(overrides)
     return settings

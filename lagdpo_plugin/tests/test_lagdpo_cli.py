@@ -10,12 +10,12 @@ import sys
 
 import pytest
 import yaml
+from lagdpo_testutils import fast_settings, make_records, save_tiny
 
 from lagdpo.cli import _parse_overrides, main
 from lagdpo.errors import LagDPOError
 from lagdpo.launch import launch_command, list_accelerate_configs
 from lagdpo.training import load_settings
-from lagdpo_testutils import fast_settings, make_records, save_tiny
 
 
 def test_cli_train_writes_model_tokenizer_and_lambda_history(tmp_path):
@@ -27,12 +27,39 @@ def test_cli_train_writes_model_tokenizer_and_lambda_history(tmp_path):
     config = tmp_path / "cfg.yaml"
     config.write_text(yaml.safe_dump(fast_settings(dual_lr=0.01)))
     out = tmp_path / "out"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TQDM_DISABLE": "1"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "TQDM_DISABLE": "1",
+    }
     proc = subprocess.run(
-        [sys.executable, "-m", "lagdpo.cli", "train", "--method", "lagdpo", "--model", str(model),
-         "--data", str(data), "--output-dir", str(out), "--max-steps", "2", "--config", str(config),
-         "--dual-lr", "0.25", "--lambda-init=0.1"],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "lagdpo.cli",
+            "train",
+            "--method",
+            "lagdpo",
+            "--model",
+            str(model),
+            "--data",
+            str(data),
+            "--output-dir",
+            str(out),
+            "--max-steps",
+            "2",
+            "--config",
+            str(config),
+            "--dual-lr",
+            "0.25",
+            "--lambda-init=0.1",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "model written to" in proc.stdout
@@ -48,7 +75,9 @@ def test_cli_train_writes_model_tokenizer_and_lambda_history(tmp_path):
 
 
 def test_overrides_parse_yaml_values_and_reject_unknown_names():
-    got = _parse_overrides(["--dual-lr", "0.1", "--dimension_weights", "[1, 1, 2, 2]", "--use-peft"])
+    got = _parse_overrides(
+        ["--dual-lr", "0.1", "--dimension_weights", "[1, 1, 2, 2]", "--use-peft"]
+    )
     assert got == {"dual_lr": 0.1, "dimension_weights": [1, 1, 2, 2], "use_peft": True}
     with pytest.raises(LagDPOError, match="did you mean --dual-lr"):
         _parse_overrides(["--dual-rl", "0.1"])
@@ -69,9 +98,27 @@ def test_unknown_setting_and_method_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="did you mean 'epsilon'"):
         build_config({"epsilo": 0.1, "output_dir": str(tmp_path), "use_cpu": True, "bf16": False})
     with pytest.raises(ConfigError, match="method='dpo-x' is unknown"):
-        build_config({"method": "dpo-x", "output_dir": str(tmp_path), "use_cpu": True, "bf16": False})
-    assert main(["train", "--method", "lagdpo", "--model", "m", "--data", "d", "--output-dir", str(tmp_path),
-                 "--nonsense", "1"]) == 2
+        build_config(
+            {"method": "dpo-x", "output_dir": str(tmp_path), "use_cpu": True, "bf16": False}
+        )
+    assert (
+        main(
+            [
+                "train",
+                "--method",
+                "lagdpo",
+                "--model",
+                "m",
+                "--data",
+                "d",
+                "--output-dir",
+                str(tmp_path),
+                "--nonsense",
+                "1",
+            ]
+        )
+        == 2
+    )
     assert "unknown setting --nonsense" in capsys.readouterr().err
 
 
@@ -79,16 +126,40 @@ def test_accelerate_launch_command_for_each_shipped_config(capsys):
     names = list_accelerate_configs()
     assert {"ddp-lora", "zero2", "zero3", "fsdp"} <= set(names)
     for name in names:
-        cfg = yaml.safe_load(open(launch_command(name, 4, [])[launch_command(name, 4, []).index("--config_file") + 1]))
-        assert "distributed_type" in cfg
-    args = ["train", "--method", "lagdpo", "--model", "m", "--data", "d.csv", "--output-dir", "o",
-            "--accelerate-config", "zero3", "--num-processes", "4", "--print-command", "--epsilon", "0.4"]
+        cmd = launch_command(name, 4, [])
+        path = cmd[cmd.index("--config_file") + 1]
+        with open(path) as fh:
+            assert "distributed_type" in yaml.safe_load(fh)
+    args = [
+        "train",
+        "--method",
+        "lagdpo",
+        "--model",
+        "m",
+        "--data",
+        "d.csv",
+        "--output-dir",
+        "o",
+        "--accelerate-config",
+        "zero3",
+        "--num-processes",
+        "4",
+        "--print-command",
+        "--epsilon",
+        "0.4",
+    ]
     assert main(args) == 0
     printed = capsys.readouterr().out.split()
-    assert "launch" in printed and "--num_processes" in printed and printed[printed.index("--num_processes") + 1] == "4"
-    tail = printed[printed.index("-m"):]
+    assert (
+        "launch" in printed
+        and "--num_processes" in printed
+        and printed[printed.index("--num_processes") + 1] == "4"
+    )
+    tail = printed[printed.index("-m") :]
     assert tail[:3] == ["-m", "lagdpo.cli", "train"]
-    assert "--accelerate-config" not in tail and "--print-command" not in tail and "--epsilon" in tail
+    assert (
+        "--accelerate-config" not in tail and "--print-command" not in tail and "--epsilon" in tail
+    )
     assert printed[printed.index("--config_file") + 1].endswith("zero3.yaml")
 
 

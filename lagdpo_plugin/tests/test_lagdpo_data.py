@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from lagdpo_testutils import build_tokenizer, make_records
 
 from lagdpo.data import (
     MultiNegCollator,
@@ -17,7 +18,6 @@ from lagdpo.data import (
     tokenize_personaknob,
 )
 from lagdpo.errors import DataError
-from lagdpo_testutils import build_tokenizer, make_records
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,9 @@ def test_load_csv_json_jsonl_and_saved_dataset_agree(tmp_path):
     import datasets
 
     datasets.Dataset.from_list(records).save_to_disk(str(tmp_path / "pk_ds"))
-    loaded = [load_personaknob(tmp_path / name) for name in ("pk.csv", "pk.json", "pk.jsonl", "pk_ds")]
+    loaded = [
+        load_personaknob(tmp_path / name) for name in ("pk.csv", "pk.json", "pk.jsonl", "pk_ds")
+    ]
     for ds in loaded:
         assert len(ds) == 6
         assert ds["mask"] == loaded[0]["mask"]
@@ -106,11 +108,17 @@ def test_tokenize_with_chat_template_and_collate_layout():
     assert batch["input_ids"].shape[0] == 3 + 7
     assert batch["rejected_record"].tolist() == [0, 0, 0, 0, 1, 1, 2]
     assert batch["rejected_dim"].tolist() == [0, 1, 2, 3, 0, 2, 1]
-    assert batch["dim_mask"].tolist() == [[True] * 4, [True, False, True, False], [False, True, False, False]]
+    assert batch["dim_mask"].tolist() == [
+        [True] * 4,
+        [True, False, True, False],
+        [False, True, False, False],
+    ]
     # completion mask covers exactly the completion tokens of each row
     for i, row in enumerate(rows):
         assert batch["completion_mask"][i].sum().item() == len(row["chosen_ids"])
-        assert batch["attention_mask"][i].sum().item() == len(row["prompt_ids"]) + len(row["chosen_ids"])
+        assert batch["attention_mask"][i].sum().item() == len(row["prompt_ids"]) + len(
+            row["chosen_ids"]
+        )
     r = 3 + 5  # record 2's T rejection
     assert batch["completion_mask"][r].sum().item() == len(rows[2]["rejected_ids"][1])
     assert (batch["input_ids"][batch["attention_mask"] == 0] == tok.pad_token_id).all()
@@ -120,7 +128,10 @@ def test_tokenize_without_chat_template_appends_eos():
     tok = build_tokenizer(chat=False)
     rec = load_personaknob(make_records(1))[0]
     row = tokenize_personaknob(rec, tok)
-    assert row["prompt_ids"] == tok("tell me about topic0 please", add_special_tokens=False)["input_ids"]
+    assert (
+        row["prompt_ids"]
+        == tok("tell me about topic0 please", add_special_tokens=False)["input_ids"]
+    )
     assert row["chosen_ids"][-1] == tok.eos_token_id
 
 
@@ -128,10 +139,14 @@ def test_sft_data_forms(tmp_path):
     pc = [{"prompt": "tell me", "completion": "honest answer"}]
     (tmp_path / "pc.jsonl").write_text(json.dumps(pc[0]))
     assert load_sft_data(tmp_path / "pc.jsonl")["completion"] == ["honest answer"]
-    chat = [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]}]
+    chat = [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]}
+    ]
     assert load_sft_data(chat)["messages"][0][1]["content"] == "yes"
     persona = load_sft_data(make_records(2))
-    assert persona.column_names == ["prompt", "completion"] and persona["completion"][0].startswith("honest")
+    assert persona.column_names == ["prompt", "completion"] and persona["completion"][0].startswith(
+        "honest"
+    )
     with pytest.raises(DataError, match="SFT data needs columns"):
         load_sft_data([{"text": "x"}])
 

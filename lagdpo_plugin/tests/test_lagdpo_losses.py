@@ -61,7 +61,9 @@ def test_multineg_is_mean_over_present_dimensions():
     present = torch.tensor([True, True, True, False])
     assert L.multineg_dpo_loss(dim_losses, present).item() == pytest.approx(0.5)
     w = torch.tensor([1.0, 1.0, 2.0, 5.0])  # weight of an absent dimension does not count
-    assert L.multineg_dpo_loss(dim_losses, present, w).item() == pytest.approx((0.2 + 0.4 + 1.8) / 4)
+    assert L.multineg_dpo_loss(dim_losses, present, w).item() == pytest.approx(
+        (0.2 + 0.4 + 1.8) / 4
+    )
 
 
 def test_lagrangian_value_and_gradient_by_autograd():
@@ -100,7 +102,9 @@ def test_dual_update_projects_and_skips_absent():
 def _tiny_task_losses(seed: int = 0):
     """A small float64 network with three task losses whose gradients conflict."""
     g = torch.Generator().manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)).double()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3)
+    ).double()
     with torch.no_grad():
         for p in net.parameters():
             p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
@@ -134,10 +138,16 @@ def _explicit_pcgrad(grads: list[torch.Tensor], orders: list[list[int]]) -> torc
 def test_pcgrad_from_inner_products_equals_explicit_projection(seed):
     net, task_losses = _tiny_task_losses(seed)
     params = list(net.parameters())
-    grads = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(l, params, retain_graph=True)]) for l in task_losses]
+    grads = [
+        torch.cat([g.reshape(-1) for g in torch.autograd.grad(l, params, retain_graph=True)])
+        for l in task_losses
+    ]
     gram = torch.stack(grads) @ torch.stack(grads).T
     assert (gram < 0).any(), "the test network must produce conflicting gradients"
-    orders = [torch.randperm(3, generator=torch.Generator().manual_seed(seed * 10 + i)).tolist() for i in range(3)]
+    orders = [
+        torch.randperm(3, generator=torch.Generator().manual_seed(seed * 10 + i)).tolist()
+        for i in range(3)
+    ]
     explicit = _explicit_pcgrad(grads, orders)
 
     weights = L.pcgrad_weights(gram, orders=orders, reduction="sum")
@@ -157,7 +167,9 @@ def test_pcgrad_without_conflict_is_plain_mean_and_skips_absent():
     w = L.pcgrad_weights(gram_conflict, present=torch.tensor([True, False, True]))
     assert w[1].item() == 0.0 and torch.allclose(w, torch.tensor([0.5, 0.0, 0.5]))
     # two conflicting tasks: g1' = g1 + 0.5 g2, g2' = g2 + 0.5 g1 → weights (1.5, 1.5) summed
-    assert torch.allclose(L.pcgrad_weights(gram_conflict[:2, :2], reduction="sum"), torch.tensor([1.5, 1.5]))
+    assert torch.allclose(
+        L.pcgrad_weights(gram_conflict[:2, :2], reduction="sum"), torch.tensor([1.5, 1.5])
+    )
 
 
 def test_safe_rlhf_objective_and_coefficients_by_autograd():
@@ -181,7 +193,9 @@ def test_safe_rlhf_lambda_update_log_and_projected():
     # the log step equals one SGD step on −(cost − d)·exp(log λ) w.r.t. log λ
     log_lam = torch.tensor(math.log(2.0), requires_grad=True)
     (-(0.8 - 0.5) * torch.exp(log_lam)).backward()
-    assert math.exp(math.log(2.0) - 0.1 * log_lam.grad.item()) == pytest.approx(new.item(), rel=1e-12)
+    assert math.exp(math.log(2.0) - 0.1 * log_lam.grad.item()) == pytest.approx(
+        new.item(), rel=1e-12
+    )
     assert L.safe_rlhf_lambda_update(lam, 0.1, 0.5, 10.0, log_parametrised=False).item() == 0.0
     assert L.safe_rlhf_lambda_update(lam, 0.1, 0.5, 0.1, log_parametrised=True).item() > 0
 
@@ -190,7 +204,9 @@ def test_modpo_margins_and_loss_by_hand(batch):
     chosen, rejected, ref_chosen, ref_rejected, mask = batch
     chosen_r = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
     rejected_r = torch.zeros(2, 4, 4)
-    rejected_r[0, 0] = torch.tensor([0.0, 1.0, 1.0, 1.0])  # rewards of rejection A under models A..C
+    rejected_r[0, 0] = torch.tensor(
+        [0.0, 1.0, 1.0, 1.0]
+    )  # rewards of rejection A under models A..C
     w = torch.full((4,), 0.25)
     margins = L.modpo_combined_margins(chosen_r, rejected_r, w)
     # record 0, slot A: Σ_{j≠A} 0.25 (r_j(y_w) − r_j(y_A)) = 0.25 (1 + 2 + 3)
@@ -200,8 +216,12 @@ def test_modpo_margins_and_loss_by_hand(batch):
     # Δ_0A = 1.5, β = 0.5: −log σ((0.75 − 1.5) / 0.25)
     assert pair[0, 0].item() == pytest.approx(-_logsig(-3.0), abs=1e-12)
     # zero margins and w = 1 reduce MODPO to DPO
-    plain = L.modpo_pair_losses(chosen, rejected, ref_chosen, ref_rejected, mask, 0.5, torch.zeros(2, 4), torch.ones(4))
-    assert torch.allclose(plain, L.dimension_pair_losses(chosen, rejected, ref_chosen, ref_rejected, mask, 0.5))
+    plain = L.modpo_pair_losses(
+        chosen, rejected, ref_chosen, ref_rejected, mask, 0.5, torch.zeros(2, 4), torch.ones(4)
+    )
+    assert torch.allclose(
+        plain, L.dimension_pair_losses(chosen, rejected, ref_chosen, ref_rejected, mask, 0.5)
+    )
 
 
 def test_pair_loss_gradient_matches_autograd_of_dpo_formula():

@@ -6,11 +6,20 @@ import csv
 
 import pytest
 import torch
-
-from lagdpo.training import LAMBDA_HISTORY_FILE, ablate, train
 from lagdpo_testutils import fast_settings, make_records, save_tiny
 
-METHODS = ["sft-anchor", "sft-combined", "multineg-dpo", "pcgrad-dpo", "sacpo", "safe-rlhf", "modpo", "lagdpo"]
+from lagdpo.training import LAMBDA_HISTORY_FILE, ablate, train
+
+METHODS = [
+    "sft-anchor",
+    "sft-combined",
+    "multineg-dpo",
+    "pcgrad-dpo",
+    "sacpo",
+    "safe-rlhf",
+    "modpo",
+    "lagdpo",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +49,11 @@ def _logged(trainer, key):
 def _dpo_losses(trainer):
     """Mean of the logged per-dimension losses, step by step."""
     rows = [h for h in trainer.state.log_history if any(k.startswith("loss_") for k in h)]
-    return [sum(v for k, v in h.items() if k.startswith("loss_")) / sum(k.startswith("loss_") for k in h) for h in rows]
+    return [
+        sum(v for k, v in h.items() if k.startswith("loss_"))
+        / sum(k.startswith("loss_") for k in h)
+        for h in rows
+    ]
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -52,7 +65,14 @@ def test_every_method_trains_loss_goes_down_and_model_loads_back(method, tiny_di
         records = _with_modpo_rewards(records)
     before = _params(AutoModelForCausalLM.from_pretrained(tiny_dir))
     out = tmp_path / "out"
-    result = train(method, tiny_dir, records, out, config=fast_settings(per_device_train_batch_size=8), max_steps=6)
+    result = train(
+        method,
+        tiny_dir,
+        records,
+        out,
+        config=fast_settings(per_device_train_batch_size=8),
+        max_steps=6,
+    )
 
     if method.startswith("sft"):
         curve = _logged(result.trainer, "loss")
@@ -89,8 +109,12 @@ def _violating_C(n=8):
 
 
 def test_lambda_rises_for_a_violated_dimension_and_falls_to_zero_for_the_others(tiny_dir, tmp_path):
-    settings = fast_settings(per_device_train_batch_size=8, epsilon=0.6, lambda_init=0.5, dual_lr=0.5)
-    result = train("lagdpo", tiny_dir, _violating_C(), tmp_path / "out", config=settings, max_steps=8)
+    settings = fast_settings(
+        per_device_train_batch_size=8, epsilon=0.6, lambda_init=0.5, dual_lr=0.5
+    )
+    result = train(
+        "lagdpo", tiny_dir, _violating_C(), tmp_path / "out", config=settings, max_steps=8
+    )
     lam = {d: [r["lambda"] for r in result.history if r["dimension"] == d] for d in "ATEC"}
     loss_c = [r["loss"] for r in result.history if r["dimension"] == "C"]
     assert all(abs(v - 0.693147) < 1e-4 for v in loss_c)  # C stays above ε = 0.6
@@ -105,18 +129,34 @@ def test_lambda_rises_for_a_violated_dimension_and_falls_to_zero_for_the_others(
 
 def test_lagdpo_with_large_epsilon_equals_multineg(tiny_dir, tmp_path):
     records = make_records(8)
-    lag = train("lagdpo", tiny_dir, records, tmp_path / "lag",
-                config=fast_settings(epsilon=100.0, lambda_init=0.0), max_steps=4)
-    multi = train("multineg-dpo", tiny_dir, records, tmp_path / "multi", config=fast_settings(), max_steps=4)
+    lag = train(
+        "lagdpo",
+        tiny_dir,
+        records,
+        tmp_path / "lag",
+        config=fast_settings(epsilon=100.0, lambda_init=0.0),
+        max_steps=4,
+    )
+    multi = train(
+        "multineg-dpo", tiny_dir, records, tmp_path / "multi", config=fast_settings(), max_steps=4
+    )
     assert all(r["lambda"] == 0.0 for r in lag.history)
     assert torch.equal(_params(lag.trainer.model), _params(multi.trainer.model))
 
 
 def test_lagdpo_differs_from_multineg_when_lambda_is_active(tiny_dir, tmp_path):
     records = _violating_C()
-    lag = train("lagdpo", tiny_dir, records, tmp_path / "lag",
-                config=fast_settings(epsilon=0.6, lambda_init=1.0), max_steps=3)
-    multi = train("multineg-dpo", tiny_dir, records, tmp_path / "multi", config=fast_settings(), max_steps=3)
+    lag = train(
+        "lagdpo",
+        tiny_dir,
+        records,
+        tmp_path / "lag",
+        config=fast_settings(epsilon=0.6, lambda_init=1.0),
+        max_steps=3,
+    )
+    multi = train(
+        "multineg-dpo", tiny_dir, records, tmp_path / "multi", config=fast_settings(), max_steps=3
+    )
     assert not torch.allclose(_params(lag.trainer.model), _params(multi.trainer.model))
 
 
@@ -124,39 +164,74 @@ def test_gradient_accumulation_gives_the_same_step_as_one_big_batch(tiny_dir, tm
     # SGD, so that the comparison sees the gradients themselves: Adam's normalisation blows float32
     # rounding in near-zero gradient entries up to ~1e-6 in the parameters.
     records = make_records(8)
-    cfg = dict(epsilon=0.6, lambda_init=0.3, dual_lr=0.5, optim="sgd", learning_rate=0.5)
-    big = train("lagdpo", tiny_dir, records, tmp_path / "big",
-                config=fast_settings(per_device_train_batch_size=8, **cfg), max_steps=3)
-    acc = train("lagdpo", tiny_dir, records, tmp_path / "acc",
-                config=fast_settings(per_device_train_batch_size=4, gradient_accumulation_steps=2, **cfg), max_steps=3)
+    cfg = {"epsilon": 0.6, "lambda_init": 0.3, "dual_lr": 0.5, "optim": "sgd", "learning_rate": 0.5}
+    big = train(
+        "lagdpo",
+        tiny_dir,
+        records,
+        tmp_path / "big",
+        config=fast_settings(per_device_train_batch_size=8, **cfg),
+        max_steps=3,
+    )
+    acc = train(
+        "lagdpo",
+        tiny_dir,
+        records,
+        tmp_path / "acc",
+        config=fast_settings(per_device_train_batch_size=4, gradient_accumulation_steps=2, **cfg),
+        max_steps=3,
+    )
     assert torch.allclose(_params(big.trainer.model), _params(acc.trainer.model), atol=1e-6, rtol=0)
     assert torch.allclose(big.trainer.lambdas, acc.trainer.lambdas, atol=1e-9)
 
 
 def test_precomputed_reference_logps_match_reference_model(tiny_dir, tmp_path):
     records = make_records(8)
-    live = train("lagdpo", tiny_dir, records, tmp_path / "live", config=fast_settings(), max_steps=3)
-    pre = train("lagdpo", tiny_dir, records, tmp_path / "pre",
-                config=fast_settings(precompute_ref_log_probs=True), max_steps=3)
+    live = train(
+        "lagdpo", tiny_dir, records, tmp_path / "live", config=fast_settings(), max_steps=3
+    )
+    pre = train(
+        "lagdpo",
+        tiny_dir,
+        records,
+        tmp_path / "pre",
+        config=fast_settings(precompute_ref_log_probs=True),
+        max_steps=3,
+    )
     assert "ref_logps" in pre.trainer.train_dataset.column_names
     assert torch.allclose(_params(live.trainer.model), _params(pre.trainer.model), atol=1e-5)
-    assert [r["loss"] for r in live.history] == pytest.approx([r["loss"] for r in pre.history], abs=1e-5)
+    assert [r["loss"] for r in live.history] == pytest.approx(
+        [r["loss"] for r in pre.history], abs=1e-5
+    )
 
 
 def test_resume_restores_lambda_and_continues_identically(tiny_dir, tmp_path):
     records = _violating_C()
-    settings = fast_settings(epsilon=0.6, lambda_init=0.3, dual_lr=0.5, save_strategy="steps", save_steps=2)
-    straight = train("lagdpo", tiny_dir, records, tmp_path / "straight", config=settings, max_steps=4)
+    settings = fast_settings(
+        epsilon=0.6, lambda_init=0.3, dual_lr=0.5, save_strategy="steps", save_steps=2
+    )
+    straight = train(
+        "lagdpo", tiny_dir, records, tmp_path / "straight", config=settings, max_steps=4
+    )
     checkpoint = tmp_path / "straight" / "checkpoint-2"
     assert (checkpoint / "lagdpo_state.json").exists()
 
-    resumed = train("lagdpo", tiny_dir, records, tmp_path / "resumed", config=settings, max_steps=4,
-                    resume_from_checkpoint=str(checkpoint))
+    resumed = train(
+        "lagdpo",
+        tiny_dir,
+        records,
+        tmp_path / "resumed",
+        config=settings,
+        max_steps=4,
+        resume_from_checkpoint=str(checkpoint),
+    )
     trainer = resumed.trainer
     assert trainer.state.global_step == 4
     # the steps before the checkpoint come from the saved state, the rest were trained again
     assert [r["step"] for r in resumed.history] == [r["step"] for r in straight.history]
-    assert [r["lambda"] for r in resumed.history] == pytest.approx([r["lambda"] for r in straight.history], abs=1e-7)
+    assert [r["lambda"] for r in resumed.history] == pytest.approx(
+        [r["lambda"] for r in straight.history], abs=1e-7
+    )
     assert torch.allclose(trainer.lambdas, straight.trainer.lambdas, atol=1e-7)
     assert torch.allclose(_params(trainer.model), _params(straight.trainer.model), atol=1e-6)
 
@@ -164,7 +239,9 @@ def test_resume_restores_lambda_and_continues_identically(tiny_dir, tmp_path):
 def test_resume_without_restoring_lambda_would_differ(tiny_dir, tmp_path):
     """Guard for the test above: λ at the checkpoint is not its initial value, so restoring it matters."""
     records = _violating_C()
-    settings = fast_settings(epsilon=0.6, lambda_init=0.3, dual_lr=0.5, save_strategy="steps", save_steps=2)
+    settings = fast_settings(
+        epsilon=0.6, lambda_init=0.3, dual_lr=0.5, save_strategy="steps", save_steps=2
+    )
     straight = train("lagdpo", tiny_dir, records, tmp_path / "s", config=settings, max_steps=2)
     assert straight.trainer.lambdas[3].item() > 0.3 + 0.05
 
@@ -173,8 +250,14 @@ def test_lora_training_writes_a_merged_model(tiny_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "lora"
-    train("lagdpo", tiny_dir, make_records(8), out,
-          config=fast_settings(use_peft=True, lora_r=4, lora_alpha=8, learning_rate=5e-2), max_steps=3)
+    train(
+        "lagdpo",
+        tiny_dir,
+        make_records(8),
+        out,
+        config=fast_settings(use_peft=True, lora_r=4, lora_alpha=8, learning_rate=5e-2),
+        max_steps=3,
+    )
     assert (out / "adapter" / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(out)
     base = AutoModelForCausalLM.from_pretrained(tiny_dir)
@@ -183,8 +266,15 @@ def test_lora_training_writes_a_merged_model(tiny_dir, tmp_path):
 
 
 def test_ablation_grid_is_one_call(tiny_dir, tmp_path):
-    summary = ablate(tiny_dir, make_records(8), tmp_path / "grid", epsilons=[0.3, 5.0], dual_lrs=[0.5],
-                     config=fast_settings(), max_steps=2)
+    summary = ablate(
+        tiny_dir,
+        make_records(8),
+        tmp_path / "grid",
+        epsilons=[0.3, 5.0],
+        dual_lrs=[0.5],
+        config=fast_settings(),
+        max_steps=2,
+    )
     rows = list(csv.DictReader(summary.open()))
     assert {(r["epsilon"], r["dual_lr"]) for r in rows} == {("0.3", "0.5"), ("5.0", "0.5")}
     lam_big_eps = [float(r["lambda"]) for r in rows if r["epsilon"] == "5.0"]

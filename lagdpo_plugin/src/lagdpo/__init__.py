@@ -13,9 +13,23 @@ from .errors import ConfigError, DataError, LagDPOError
 __version__ = "0.1.0"
 
 __all__ = [
-    "losses", "DIMENSIONS", "DIGNITY", "PEER", "LagDPOError", "DataError", "ConfigError",
-    "LagDPOConfig", "MultiNegDPOTrainer", "LagDPOTrainer", "PCGradDPOTrainer", "SafeRLHFDPOTrainer",
-    "MODPOTrainer", "PersonaSFTTrainer", "load_personaknob", "train", "ablate",
+    "DIGNITY",
+    "DIMENSIONS",
+    "PEER",
+    "ConfigError",
+    "DataError",
+    "LagDPOConfig",
+    "LagDPOError",
+    "LagDPOTrainer",
+    "MODPOTrainer",
+    "MultiNegDPOTrainer",
+    "PCGradDPOTrainer",
+    "PersonaSFTTrainer",
+    "SafeRLHFDPOTrainer",
+    "ablate",
+    "load_personaknob",
+    "losses",
+    "train",
 ]
 
 _LAZY = {

@@ -25,7 +25,14 @@ import yaml
 from .errors import LagDPOError
 
 METHOD_CHOICES = (
-    "sft-anchor", "sft-combined", "multineg-dpo", "pcgrad-dpo", "sacpo", "safe-rlhf", "modpo", "lagdpo",
+    "sft-anchor",
+    "sft-combined",
+    "multineg-dpo",
+    "pcgrad-dpo",
+    "sacpo",
+    "safe-rlhf",
+    "modpo",
+    "lagdpo",
 )
 
 
@@ -60,20 +67,55 @@ def _parse_overrides(tokens: list[str]) -> dict[str, Any]:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="lagdpo train", description="Train a model with Lag-DPO or a baseline.")
+    p = argparse.ArgumentParser(
+        prog="lagdpo train", description="Train a model with Lag-DPO or a baseline."
+    )
     p.add_argument("--method", required=True, choices=METHOD_CHOICES)
-    p.add_argument("--model", required=True, help="Path of the model to train (a transformers checkpoint).")
-    p.add_argument("--data", required=True, help="PersonaKnob CSV/JSON/JSONL or a saved dataset (SFT data for sft-anchor).")
-    p.add_argument("--output-dir", required=True, help="Where the trained model, tokenizer and lambda_history.csv go.")
-    p.add_argument("--max-steps", type=int, default=None, help="Stop after N optimizer steps (overrides epochs).")
-    p.add_argument("--config", default=None, help="YAML settings file, or the name of a shipped one (e.g. paper).")
+    p.add_argument(
+        "--model", required=True, help="Path of the model to train (a transformers checkpoint)."
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="PersonaKnob CSV/JSON/JSONL or a saved dataset (SFT data for sft-anchor).",
+    )
+    p.add_argument(
+        "--output-dir",
+        required=True,
+        help="Where the trained model, tokenizer and lambda_history.csv go.",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="Stop after N optimizer steps (overrides epochs).",
+    )
+    p.add_argument(
+        "--config",
+        default=None,
+        help="YAML settings file, or the name of a shipped one (e.g. paper).",
+    )
     p.add_argument("--eval-data", default=None, help="Optional held-out PersonaKnob data.")
-    p.add_argument("--resume", nargs="?", const=True, default=None,
-                   help="Resume from CHECKPOINT, or from the last checkpoint in --output-dir if no path is given.")
-    p.add_argument("--accelerate-config", default=None,
-                   help="Launch through `accelerate launch` with this shipped config (ddp-lora, zero2, zero3, fsdp) or file.")
-    p.add_argument("--num-processes", type=int, default=None, help="Processes for --accelerate-config.")
-    p.add_argument("--print-command", action="store_true", help="With --accelerate-config: print the launch command only.")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=None,
+        help="Resume from CHECKPOINT, or from the last checkpoint in --output-dir if no path is given.",
+    )
+    p.add_argument(
+        "--accelerate-config",
+        default=None,
+        help="Launch through `accelerate launch` with this shipped config (ddp-lora, zero2, zero3, fsdp) or file.",
+    )
+    p.add_argument(
+        "--num-processes", type=int, default=None, help="Processes for --accelerate-config."
+    )
+    p.add_argument(
+        "--print-command",
+        action="store_true",
+        help="With --accelerate-config: print the launch command only.",
+    )
     return p
 
 
@@ -110,8 +152,14 @@ def cmd_train(argv: list[str]) -> int:
 
     settings = load_settings(args.config, overrides)
     result = train(
-        args.method, args.model, args.data, args.output_dir, config=settings, max_steps=args.max_steps,
-        eval_data=args.eval_data, resume_from_checkpoint=args.resume,
+        args.method,
+        args.model,
+        args.data,
+        args.output_dir,
+        config=settings,
+        max_steps=args.max_steps,
+        eval_data=args.eval_data,
+        resume_from_checkpoint=args.resume,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"lagdpo: {args.method} model written to {result.output_dir}")
@@ -125,7 +173,9 @@ def _float_list(text: str) -> list[float]:
 
 
 def cmd_ablate(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lagdpo ablate", description="The paper's ε × η_λ grid for Lag-DPO.")
+    p = argparse.ArgumentParser(
+        prog="lagdpo ablate", description="The paper's ε × η_λ grid for Lag-DPO."
+    )
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--output-dir", required=True)
@@ -137,8 +187,13 @@ def cmd_ablate(argv: list[str]) -> int:
     from .training import ablate, load_settings
 
     summary = ablate(
-        args.model, args.data, args.output_dir, epsilons=args.epsilons, dual_lrs=args.dual_lrs,
-        config=load_settings(args.config, _parse_overrides(rest)), max_steps=args.max_steps,
+        args.model,
+        args.data,
+        args.output_dir,
+        epsilons=args.epsilons,
+        dual_lrs=args.dual_lrs,
+        config=load_settings(args.config, _parse_overrides(rest)),
+        max_steps=args.max_steps,
     )
     print(f"lagdpo: ablation summary in {summary}")
     return 0
@@ -158,7 +213,9 @@ def cmd_configs(argv: list[str]) -> int:
 
 
 def cmd_validate(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="lagdpo validate", description="Check a PersonaKnob data file.")
+    p = argparse.ArgumentParser(
+        prog="lagdpo validate", description="Check a PersonaKnob data file."
+    )
     p.add_argument("path")
     args = p.parse_args(argv)
     from .data import load_personaknob
@@ -166,7 +223,10 @@ def cmd_validate(argv: list[str]) -> int:
 
     ds = load_personaknob(args.path)
     counts = {d: sum(m[k] for m in ds["dim_mask"]) for k, d in enumerate(DIMENSIONS)}
-    print(f"{len(ds)} records; active per dimension: " + ", ".join(f"{d}={n}" for d, n in counts.items()))
+    print(
+        f"{len(ds)} records; active per dimension: "
+        + ", ".join(f"{d}={n}" for d, n in counts.items())
+    )
     return 0
 
 
@@ -177,15 +237,31 @@ def cmd_help_config() -> int:
 
     own = {f.name for f in fields(LagDPOConfig)} - {f.name for f in fields(LagDPOConfig.__mro__[1])}
     for f in fields(LagDPOConfig):
-        if f.name in own or f.name in ("beta", "learning_rate", "per_device_train_batch_size", "num_train_epochs",
-                                       "gradient_accumulation_steps", "max_length", "precompute_ref_log_probs",
-                                       "save_steps", "seed", "logging_steps", "bf16", "gradient_checkpointing"):
+        if f.name in own or f.name in (
+            "beta",
+            "learning_rate",
+            "per_device_train_batch_size",
+            "num_train_epochs",
+            "gradient_accumulation_steps",
+            "max_length",
+            "precompute_ref_log_probs",
+            "save_steps",
+            "seed",
+            "logging_steps",
+            "bf16",
+            "gradient_checkpointing",
+        ):
             print(f"--{f.name.replace('_', '-'):<28} {f.metadata.get('help', '')}")
     print("(every other DPOConfig / TrainingArguments field is accepted as well)")
     return 0
 
 
-COMMANDS = {"train": cmd_train, "ablate": cmd_ablate, "configs": cmd_configs, "validate": cmd_validate}
+COMMANDS = {
+    "train": cmd_train,
+    "ablate": cmd_ablate,
+    "configs": cmd_configs,
+    "validate": cmd_validate,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from trl import DPOConfig
 from .dimensions import DIMENSIONS
 from .errors import ConfigError
 
-__all__ = ["LagDPOConfig", "METHODS", "DPO_METHODS", "SFT_METHODS", "MULTIPLIER_METHODS"]
+__all__ = ["DPO_METHODS", "METHODS", "MULTIPLIER_METHODS", "SFT_METHODS", "LagDPOConfig"]
 
 DPO_METHODS = ("multineg-dpo", "pcgrad-dpo", "sacpo", "safe-rlhf", "modpo", "lagdpo")
 SFT_METHODS = ("sft-anchor", "sft-combined")
@@ -42,70 +42,104 @@ class LagDPOConfig(DPOConfig):
     # --- Lag-DPO --------------------------------------------------------------------------
     epsilon: float = field(
         default=0.5,
-        metadata={"help": "Tolerance ε: the constraint is L_k ≤ ε for every dimension k (DPO loss units; "
-                  "log 2 ≈ 0.693 at the start). Per-dimension values go in `dimension_epsilons`."},
+        metadata={
+            "help": "Tolerance ε: the constraint is L_k ≤ ε for every dimension k (DPO loss units; "
+            "log 2 ≈ 0.693 at the start). Per-dimension values go in `dimension_epsilons`."
+        },
     )
     dimension_epsilons: dict[str, float] | None = field(
         default=None,
-        metadata={"help": "Optional per-dimension tolerances, e.g. {'A': 0.4, 'C': 0.6}; missing ones use `epsilon`."},
+        metadata={
+            "help": "Optional per-dimension tolerances, e.g. {'A': 0.4, 'C': 0.6}; missing ones use `epsilon`."
+        },
     )
     dual_lr: float = field(
         default=0.05,
-        metadata={"help": "Dual rate η_λ: after each optimizer step λ_k ← clip(λ_k + η_λ (L_k − ε_k), 0, λ_max). "
-                  "Chosen so that λ responds within one epoch of PersonaKnob (see lagdpo.config docstring)."},
+        metadata={
+            "help": "Dual rate η_λ: after each optimizer step λ_k ← clip(λ_k + η_λ (L_k − ε_k), 0, λ_max). "
+            "Chosen so that λ responds within one epoch of PersonaKnob (see lagdpo.config docstring)."
+        },
     )
-    lambda_init: float = field(default=0.0, metadata={"help": "Initial value of every multiplier λ_k."})
-    lambda_max: float = field(default=10.0, metadata={"help": "Upper clip of the multipliers (λ_k ∈ [0, λ_max])."})
+    lambda_init: float = field(
+        default=0.0, metadata={"help": "Initial value of every multiplier λ_k."}
+    )
+    lambda_max: float = field(
+        default=10.0, metadata={"help": "Upper clip of the multipliers (λ_k ∈ [0, λ_max])."}
+    )
     dimension_weights: list[float] | None = field(
         default=None,
-        metadata={"help": "Weights of A, T, E, C in the mean of the per-dimension losses (normalised to sum to 1); "
-                  "uniform if unset. Also MODPO's objective weights."},
+        metadata={
+            "help": "Weights of A, T, E, C in the mean of the per-dimension losses (normalised to sum to 1); "
+            "uniform if unset. Also MODPO's objective weights."
+        },
     )
     active_dimensions: list[str] | None = field(
         default=None,
-        metadata={"help": "Train on these dimensions only (others are masked out); all four if unset."},
+        metadata={
+            "help": "Train on these dimensions only (others are masked out); all four if unset."
+        },
     )
     # --- data -----------------------------------------------------------------------------
     use_chat_template: bool | None = field(
         default=None,
-        metadata={"help": "Render prompt/completions with the tokenizer's chat template; default: if it has one."},
+        metadata={
+            "help": "Render prompt/completions with the tokenizer's chat template; default: if it has one."
+        },
     )
-    system_prompt: str | None = field(default=None, metadata={"help": "Optional system turn before every prompt."})
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "Optional system turn before every prompt."}
+    )
     # --- PCGrad ---------------------------------------------------------------------------
     pcgrad_reduction: str = field(
-        default="mean", metadata={"help": "Combine projected gradients by 'mean' (like Multi-Neg DPO) or 'sum'."}
+        default="mean",
+        metadata={"help": "Combine projected gradients by 'mean' (like Multi-Neg DPO) or 'sum'."},
     )
     pcgrad_shuffle: bool = field(
-        default=True, metadata={"help": "Visit the other dimensions in a random order per step, as in PCGrad."}
+        default=True,
+        metadata={"help": "Visit the other dimensions in a random order per step, as in PCGrad."},
     )
     # --- SACPO ----------------------------------------------------------------------------
     sacpo_stages: list[str] = field(
         default_factory=lambda: ["E,C", "A,T"],
-        metadata={"help": "Dimension groups aligned one after another; each stage's reference is the previous "
-                  "stage's model. Default: Peer (E, C) then Dignity (A, T)."},
+        metadata={
+            "help": "Dimension groups aligned one after another; each stage's reference is the previous "
+            "stage's model. Default: Peer (E, C) then Dignity (A, T)."
+        },
     )
     sacpo_stage_betas: list[float] | None = field(
         default=None,
-        metadata={"help": "β of each stage (SACPO's β/λ for a constrained stage); `beta` for all if unset."},
+        metadata={
+            "help": "β of each stage (SACPO's β/λ for a constrained stage); `beta` for all if unset."
+        },
     )
     # --- Safe-RLHF ------------------------------------------------------------------------
     safe_rlhf_threshold: float = field(
         default=0.5, metadata={"help": "Constraint threshold d: Dignity loss mean(L_A, L_T) ≤ d."}
     )
-    safe_rlhf_lambda_init: float = field(default=1.0, metadata={"help": "Initial multiplier of the Dignity constraint."})
-    safe_rlhf_lambda_lr: float = field(default=0.05, metadata={"help": "Step size of the multiplier update."})
+    safe_rlhf_lambda_init: float = field(
+        default=1.0, metadata={"help": "Initial multiplier of the Dignity constraint."}
+    )
+    safe_rlhf_lambda_lr: float = field(
+        default=0.05, metadata={"help": "Step size of the multiplier update."}
+    )
     safe_rlhf_log_lambda: bool = field(
-        default=True, metadata={"help": "Store log λ and update it by SGD (Safe-RLHF); else projected ascent on λ."}
+        default=True,
+        metadata={
+            "help": "Store log λ and update it by SGD (Safe-RLHF); else projected ascent on λ."
+        },
     )
     safe_rlhf_cost_momentum: float = field(
-        default=0.9, metadata={"help": "Moving-average momentum of the constraint cost fed to the multiplier."}
+        default=0.9,
+        metadata={"help": "Moving-average momentum of the constraint cost fed to the multiplier."},
     )
     # --- MODPO ----------------------------------------------------------------------------
     modpo_reward_models: dict[str, str] | None = field(
         default=None,
-        metadata={"help": "Per-dimension margin reward models {dim: path}: causal LMs (e.g. DPO-trained on that "
-                  "dimension) whose implicit reward β·log π_j/π_ref scores each completion. Alternatively give "
-                  "a `modpo_rewards` column in the data."},
+        metadata={
+            "help": "Per-dimension margin reward models {dim: path}: causal LMs (e.g. DPO-trained on that "
+            "dimension) whose implicit reward β·log π_j/π_ref scores each completion. Alternatively give "
+            "a `modpo_rewards` column in the data."
+        },
     )
     # --- PEFT -----------------------------------------------------------------------------
     use_peft: bool = field(default=False, metadata={"help": "Train a LoRA adapter (needs `peft`)."})
@@ -113,10 +147,14 @@ class LagDPOConfig(DPOConfig):
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     lora_target_modules: list[str] | None = field(
-        default=None, metadata={"help": "Modules to adapt; default: all linear layers but the LM head."}
+        default=None,
+        metadata={"help": "Modules to adapt; default: all linear layers but the LM head."},
     )
     anchor_data: str | None = field(
-        default=None, metadata={"help": "SFT anchor data (prompt/completion or chat) for sft-anchor / sft-combined."}
+        default=None,
+        metadata={
+            "help": "SFT anchor data (prompt/completion or chat) for sft-anchor / sft-combined."
+        },
     )
     # TRL's default of 10 hides the per-step λ trajectory; log every step.
     logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
@@ -124,31 +162,37 @@ class LagDPOConfig(DPOConfig):
     def __post_init__(self):
         super().__post_init__()
         if self.method not in METHODS:
-            raise ConfigError(f"method={self.method!r} is unknown; choose one of {', '.join(METHODS)}.")
+            raise ConfigError(
+                f"method={self.method!r} is unknown; choose one of {', '.join(METHODS)}."
+            )
         if self.dual_lr < 0:
             raise ConfigError(f"dual_lr={self.dual_lr} must be ≥ 0.")
         if self.lambda_init < 0 or self.lambda_max < self.lambda_init:
             raise ConfigError(
                 f"need 0 ≤ lambda_init ≤ lambda_max, got lambda_init={self.lambda_init}, lambda_max={self.lambda_max}."
             )
-        if self.dimension_weights is not None:
-            if len(self.dimension_weights) != len(DIMENSIONS) or min(self.dimension_weights) < 0:
-                raise ConfigError(
-                    f"dimension_weights={self.dimension_weights} must be {len(DIMENSIONS)} non-negative numbers "
-                    f"for {', '.join(DIMENSIONS)}."
-                )
+        weights = self.dimension_weights
+        if weights is not None and (len(weights) != len(DIMENSIONS) or min(weights) < 0):
+            raise ConfigError(
+                f"dimension_weights={weights} must be {len(DIMENSIONS)} non-negative numbers "
+                f"for {', '.join(DIMENSIONS)}."
+            )
         for mapping_name in ("dimension_epsilons", "modpo_reward_models"):
             mapping = getattr(self, mapping_name)
             if mapping is not None:
                 unknown = set(mapping) - set(DIMENSIONS)
                 if unknown:
-                    raise ConfigError(f"{mapping_name} has unknown dimensions {sorted(unknown)}; use {list(DIMENSIONS)}.")
+                    raise ConfigError(
+                        f"{mapping_name} has unknown dimensions {sorted(unknown)}; use {list(DIMENSIONS)}."
+                    )
         if self.active_dimensions is not None:
             from .data import parse_mask
 
             self.active_dimensions = parse_mask(self.active_dimensions, where="active_dimensions")
         if self.pcgrad_reduction not in ("mean", "sum"):
-            raise ConfigError(f"pcgrad_reduction={self.pcgrad_reduction!r} must be 'mean' or 'sum'.")
+            raise ConfigError(
+                f"pcgrad_reduction={self.pcgrad_reduction!r} must be 'mean' or 'sum'."
+            )
 
     # Helpers used by the trainers ------------------------------------------------------------
     def epsilons(self) -> list[float]:
@@ -156,7 +200,11 @@ class LagDPOConfig(DPOConfig):
         return [float(per_dim.get(dim, self.epsilon)) for dim in DIMENSIONS]
 
     def weights(self) -> list[float]:
-        return list(self.dimension_weights) if self.dimension_weights is not None else [1.0] * len(DIMENSIONS)
+        return (
+            list(self.dimension_weights)
+            if self.dimension_weights is not None
+            else [1.0] * len(DIMENSIONS)
+        )
 
 
 def config_field_names() -> set[str]:
@@ -174,5 +222,7 @@ def build_config(values: dict[str, Any]) -> LagDPOConfig:
         for key in unknown:
             close = difflib.get_close_matches(key, known, n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ConfigError(f"unknown setting(s) {', '.join(hints)}; see `lagdpo train --help-config`.")
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(hints)}; see `lagdpo train --help-config`."
+        )
     return LagDPOConfig(**values)

@@ -13,6 +13,7 @@ one forward pass scores the chosen completion once per prompt plus every active 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,14 +26,14 @@ from .dimensions import DIMENSIONS, REJECT_COLUMNS
 from .errors import DataError
 
 __all__ = [
-    "parse_mask",
-    "validate_record",
-    "load_personaknob",
-    "tokenize_personaknob",
     "MultiNegCollator",
-    "load_sft_data",
-    "personaknob_to_sft",
     "flatten_to_pairs",
+    "load_personaknob",
+    "load_sft_data",
+    "parse_mask",
+    "personaknob_to_sft",
+    "tokenize_personaknob",
+    "validate_record",
 ]
 
 K = len(DIMENSIONS)
@@ -53,11 +54,13 @@ def _read_table(source: Any):
         return datasets.Dataset.from_list([dict(r) for r in source])
     path = Path(os.fspath(source))
     if not path.exists():
-        raise DataError(f"data path {str(path)!r} does not exist; pass a CSV, JSON, JSONL file or a saved dataset.")
+        raise DataError(
+            f"data path {str(path)!r} does not exist; pass a CSV, JSON, JSONL file or a saved dataset."
+        )
     if path.is_dir():
         try:
             loaded = datasets.load_from_disk(str(path))
-        except Exception as exc:  # noqa: BLE001 - re-raised with context
+        except Exception as exc:
             raise DataError(
                 f"data directory {str(path)!r} is not a dataset saved with `Dataset.save_to_disk`: {exc}"
             ) from exc
@@ -76,7 +79,11 @@ def _read_table(source: Any):
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         return datasets.Dataset.from_pandas(frame, preserve_index=False)
     if suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = [
+            json.loads(line)
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
         return datasets.Dataset.from_list(rows)
     if suffix == ".json":
         payload = json.loads(path.read_text(encoding="utf-8"))
@@ -107,24 +114,34 @@ def parse_mask(value: Any, *, where: str = "mask") -> list[str]:
     Returned in the canonical order A, T, E, C, without duplicates.
     """
     if value is None:
-        raise DataError(f"{where}: the mask is missing; give the active dimensions, e.g. ['E', 'A'].")
+        raise DataError(
+            f"{where}: the mask is missing; give the active dimensions, e.g. ['E', 'A']."
+        )
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("["):
             try:
                 items = json.loads(text.replace("'", '"'))
             except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: cannot parse mask {value!r} as a JSON list: {exc}") from exc
+                raise DataError(
+                    f"{where}: cannot parse mask {value!r} as a JSON list: {exc}"
+                ) from exc
         else:
             for sep in (",", ";", "+", "|", "/"):
                 text = text.replace(sep, " ")
             items = text.split()
-            if len(items) == 1 and len(items[0]) > 1 and all(ch in DIMENSIONS for ch in items[0].upper()):
+            if (
+                len(items) == 1
+                and len(items[0]) > 1
+                and all(ch in DIMENSIONS for ch in items[0].upper())
+            ):
                 items = list(items[0])
     elif isinstance(value, Sequence):
         items = list(value)
     else:
-        raise DataError(f"{where}: mask must be a list or a string of dimensions, got {type(value).__name__}.")
+        raise DataError(
+            f"{where}: mask must be a list or a string of dimensions, got {type(value).__name__}."
+        )
     dims = []
     for item in items:
         dim = str(item).strip().strip("'\"").upper()
@@ -141,7 +158,7 @@ def parse_mask(value: Any, *, where: str = "mask") -> list[str]:
 def _text(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, float) and value != value:  # NaN from pandas
+    if isinstance(value, float) and math.isnan(value):  # NaN from pandas
         return ""
     return str(value)
 
@@ -155,7 +172,9 @@ def validate_record(record: Mapping[str, Any], index: int = 0) -> dict[str, Any]
     where = f"record {index}"
     for column in ("mask", "prompt", "golden"):
         if column not in record:
-            raise DataError(f"{where}: column {column!r} is missing; PersonaKnob records need mask, prompt, golden, reject_A..reject_C.")
+            raise DataError(
+                f"{where}: column {column!r} is missing; PersonaKnob records need mask, prompt, golden, reject_A..reject_C."
+            )
     mask = parse_mask(record["mask"], where=f"{where}, column 'mask'")
     out = dict(record)
     out["mask"] = mask
@@ -193,7 +212,11 @@ def load_personaknob(source: Any, *, limit: int | None = None):
     else:
         table = _read_table(source)
     if limit is not None:
-        table = table[:limit] if isinstance(table, list) else table.select(range(min(limit, len(table))))
+        table = (
+            table[:limit]
+            if isinstance(table, list)
+            else table.select(range(min(limit, len(table))))
+        )
     if len(table) == 0:
         raise DataError("the PersonaKnob data has no records.")
     rows = [validate_record(row, i) for i, row in enumerate(table)]
@@ -214,7 +237,13 @@ def _common_prefix_length(a: list[int], b: list[int]) -> int:
     return n
 
 
-def _encode(tokenizer, prompt: str, completion: str | None, use_chat_template: bool, system_prompt: str | None):
+def _encode(
+    tokenizer,
+    prompt: str,
+    completion: str | None,
+    use_chat_template: bool,
+    system_prompt: str | None,
+):
     if use_chat_template:
         messages = []
         if system_prompt:
@@ -259,16 +288,22 @@ def tokenize_personaknob(
         use_chat_template = bool(getattr(tokenizer, "chat_template", None))
     prompt = record["prompt"]
     prompt_ids = _encode(tokenizer, prompt, None, use_chat_template, system_prompt)
-    full = {"golden": _encode(tokenizer, prompt, record["golden"], use_chat_template, system_prompt)}
+    full = {
+        "golden": _encode(tokenizer, prompt, record["golden"], use_chat_template, system_prompt)
+    }
     dim_mask = list(record["dim_mask"])
     for k, dim in enumerate(DIMENSIONS):
         if dim_mask[k]:
-            full[dim] = _encode(tokenizer, prompt, record[REJECT_COLUMNS[dim]], use_chat_template, system_prompt)
+            full[dim] = _encode(
+                tokenizer, prompt, record[REJECT_COLUMNS[dim]], use_chat_template, system_prompt
+            )
     prompt_len = min(_common_prefix_length(prompt_ids, ids) for ids in full.values())
     return {
         "prompt_ids": prompt_ids[:prompt_len],
         "chosen_ids": full["golden"][prompt_len:],
-        "rejected_ids": [full[dim][prompt_len:] if dim_mask[k] else [] for k, dim in enumerate(DIMENSIONS)],
+        "rejected_ids": [
+            full[dim][prompt_len:] if dim_mask[k] else [] for k, dim in enumerate(DIMENSIONS)
+        ],
         "dim_mask": dim_mask,
     }
 
@@ -304,7 +339,9 @@ class MultiNegCollator:
             for k in range(K):
                 if ex["dim_mask"][k]:
                     sequences.append(ex["prompt_ids"] + ex["rejected_ids"][k])
-                    completion_masks.append([0] * len(ex["prompt_ids"]) + [1] * len(ex["rejected_ids"][k]))
+                    completion_masks.append(
+                        [0] * len(ex["prompt_ids"]) + [1] * len(ex["rejected_ids"][k])
+                    )
                     rejected_record.append(b)
                     rejected_dim.append(k)
         if self.max_length is not None:
@@ -328,9 +365,13 @@ class MultiNegCollator:
             "rejected_dim": torch.tensor(rejected_dim, dtype=torch.long),
         }
         if "ref_logps" in examples[0]:
-            batch["ref_logps"] = torch.tensor([ex["ref_logps"] for ex in examples], dtype=torch.float32)
+            batch["ref_logps"] = torch.tensor(
+                [ex["ref_logps"] for ex in examples], dtype=torch.float32
+            )
         if "modpo_rewards" in examples[0]:
-            batch["modpo_rewards"] = torch.tensor([ex["modpo_rewards"] for ex in examples], dtype=torch.float32)
+            batch["modpo_rewards"] = torch.tensor(
+                [ex["modpo_rewards"] for ex in examples], dtype=torch.float32
+            )
         return batch
 
 
@@ -367,10 +408,18 @@ def load_sft_data(source: Any):
                 try:
                     messages = json.loads(messages)
                 except json.JSONDecodeError as exc:
-                    raise DataError(f"record {i}: column 'messages' is not a JSON list of messages: {exc}") from exc
-            if not messages or not all(isinstance(m, Mapping) and "role" in m and "content" in m for m in messages):
-                raise DataError(f"record {i}: column 'messages' must be a non-empty list of {{role, content}}.")
-            rows.append({"messages": [{"role": m["role"], "content": str(m["content"])} for m in messages]})
+                    raise DataError(
+                        f"record {i}: column 'messages' is not a JSON list of messages: {exc}"
+                    ) from exc
+            if not messages or not all(
+                isinstance(m, Mapping) and "role" in m and "content" in m for m in messages
+            ):
+                raise DataError(
+                    f"record {i}: column 'messages' must be a non-empty list of {{role, content}}."
+                )
+            rows.append(
+                {"messages": [{"role": m["role"], "content": str(m["content"])} for m in messages]}
+            )
         return datasets.Dataset.from_list(rows)
     if {"prompt", "completion"} <= columns:
         for i, row in enumerate(table):

@@ -8,7 +8,12 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["ACCELERATE_CONFIG_DIR", "accelerate_config_path", "list_accelerate_configs", "launch_command"]
+__all__ = [
+    "ACCELERATE_CONFIG_DIR",
+    "accelerate_config_path",
+    "launch_command",
+    "list_accelerate_configs",
+]
 
 ACCELERATE_CONFIG_DIR = Path(__file__).parent / "configs" / "accelerate"
 
@@ -22,7 +27,7 @@ def accelerate_config_path(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml", ".json") and path.exists():
         return path
-    stem = name[:-5] if name.endswith(".yaml") else name
+    stem = name.removesuffix(".yaml")
     shipped = ACCELERATE_CONFIG_DIR / f"{stem}.yaml"
     if not shipped.exists():
         raise ConfigError(
@@ -31,7 +36,9 @@ def accelerate_config_path(name: str) -> Path:
     return shipped
 
 
-def launch_command(accelerate_config: str, num_processes: int | None, train_args: list[str]) -> list[str]:
+def launch_command(
+    accelerate_config: str, num_processes: int | None, train_args: list[str]
+) -> list[str]:
     """The `accelerate launch … -m lagdpo.cli train …` command line for the given train arguments."""
     exe = shutil.which("accelerate")
     head = [exe, "launch"] if exe else [sys.executable, "-m", "accelerate.commands.launch"]

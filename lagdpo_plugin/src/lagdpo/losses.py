@@ -21,20 +21,20 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "pair_logratio_margins",
-    "dimension_pair_losses",
     "dimension_loss_sums",
-    "reduce_dimension_losses",
-    "multineg_dpo_loss",
-    "lagrangian_loss",
-    "lagrangian_coefficients",
+    "dimension_pair_losses",
     "dual_update",
-    "pcgrad_weights",
-    "safe_rlhf_loss",
-    "safe_rlhf_coefficients",
-    "safe_rlhf_lambda_update",
+    "lagrangian_coefficients",
+    "lagrangian_loss",
     "modpo_combined_margins",
     "modpo_pair_losses",
+    "multineg_dpo_loss",
+    "pair_logratio_margins",
+    "pcgrad_weights",
+    "reduce_dimension_losses",
+    "safe_rlhf_coefficients",
+    "safe_rlhf_lambda_update",
+    "safe_rlhf_loss",
 ]
 
 
@@ -69,7 +69,9 @@ def dimension_pair_losses(
     return torch.where(mask.bool(), losses, torch.zeros_like(losses))
 
 
-def dimension_loss_sums(pair_losses: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def dimension_loss_sums(
+    pair_losses: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of the pair losses and number of active records per dimension, each of shape (K,).
 
     Sums and counts (rather than means) are what must be added up across micro-batches and
@@ -81,14 +83,18 @@ def dimension_loss_sums(pair_losses: torch.Tensor, mask: torch.Tensor) -> tuple[
     return sums, counts
 
 
-def reduce_dimension_losses(sums: torch.Tensor, counts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def reduce_dimension_losses(
+    sums: torch.Tensor, counts: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """L_k = sums_k / counts_k and the ``present`` mask (counts_k > 0); L_k is 0 where absent."""
     present = counts > 0
     losses = torch.where(present, sums / counts.clamp(min=1), torch.zeros_like(sums))
     return losses, present
 
 
-def _normalised_weights(present: torch.Tensor, weights: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+def _normalised_weights(
+    present: torch.Tensor, weights: torch.Tensor | None, like: torch.Tensor
+) -> torch.Tensor:
     """Dimension weights restricted to the present dimensions and summing to one."""
     w = torch.ones_like(like) if weights is None else weights.to(like)
     w = torch.where(present.bool(), w, torch.zeros_like(w))
@@ -126,7 +132,9 @@ def lagrangian_loss(
     """
     lambdas = lambdas.detach().to(dim_losses)
     eps = torch.as_tensor(epsilon, dtype=dim_losses.dtype, device=dim_losses.device)
-    penalty = torch.where(present.bool(), lambdas * (dim_losses - eps), torch.zeros_like(dim_losses))
+    penalty = torch.where(
+        present.bool(), lambdas * (dim_losses - eps), torch.zeros_like(dim_losses)
+    )
     return multineg_dpo_loss(dim_losses, present, weights) + penalty.sum()
 
 
@@ -190,7 +198,9 @@ def pcgrad_weights(
             norm_sq = gram[j, j]
             if dot < 0 and norm_sq > 0:
                 coef[i, j] = coef[i, j] - dot / norm_sq
-    weights = coef[active].sum(dim=0) if active else torch.zeros(k, dtype=gram.dtype, device=gram.device)
+    weights = (
+        coef[active].sum(dim=0) if active else torch.zeros(k, dtype=gram.dtype, device=gram.device)
+    )
     if reduction == "mean" and active:
         weights = weights / len(active)
     elif reduction not in ("mean", "sum"):
@@ -198,7 +208,9 @@ def pcgrad_weights(
     return weights
 
 
-def safe_rlhf_loss(primary_loss: torch.Tensor, cost_loss: torch.Tensor, lam: torch.Tensor | float) -> torch.Tensor:
+def safe_rlhf_loss(
+    primary_loss: torch.Tensor, cost_loss: torch.Tensor, lam: torch.Tensor | float
+) -> torch.Tensor:
     """Safe-RLHF style objective (Dai et al. 2023): (L_primary + λ L_cost) / (1 + λ).
 
     Here the primary objective is Peer (mean of L_E, L_C) and the constraint is Dignity (mean of

@@ -13,7 +13,7 @@ from typing import Any
 
 from .data import parse_mask
 
-__all__ = ["train_sacpo", "strip_fused_head"]
+__all__ = ["strip_fused_head", "train_sacpo"]
 
 
 def strip_fused_head(model) -> None:
@@ -24,17 +24,24 @@ def strip_fused_head(model) -> None:
     """
     for module in model.modules():
         forward = module.__dict__.get("forward")
-        if forward is not None and getattr(getattr(forward, "__func__", None), "__name__", "") == "_fused_forward":
+        if (
+            forward is not None
+            and getattr(getattr(forward, "__func__", None), "__name__", "") == "_fused_forward"
+        ):
             del module.__dict__["forward"]
 
 
-def train_sacpo(model, tokenizer, dataset, settings: dict[str, Any], *, peft_config=None, callbacks=None):
+def train_sacpo(
+    model, tokenizer, dataset, settings: dict[str, Any], *, peft_config=None, callbacks=None
+):
     """Run the stages; returns the final model and the list of stage trainers."""
     from .config import build_config
     from .trainer import MultiNegDPOTrainer
 
     base = build_config({**settings, "method": "sacpo"})
-    stages = [parse_mask(stage, where=f"sacpo_stages[{i}]") for i, stage in enumerate(base.sacpo_stages)]
+    stages = [
+        parse_mask(stage, where=f"sacpo_stages[{i}]") for i, stage in enumerate(base.sacpo_stages)
+    ]
     betas = base.sacpo_stage_betas or [base.beta] * len(stages)
     if len(betas) != len(stages):
         raise ValueError(f"sacpo_stage_betas has {len(betas)} values for {len(stages)} stages.")
@@ -57,8 +64,13 @@ def train_sacpo(model, tokenizer, dataset, settings: dict[str, Any], *, peft_con
             for p in ref_model.parameters():
                 p.requires_grad_(False)
         trainer = MultiNegDPOTrainer(
-            model=model, ref_model=ref_model, args=build_config(stage_settings), train_dataset=dataset,
-            processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
+            model=model,
+            ref_model=ref_model,
+            args=build_config(stage_settings),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
         )
         trainer.train()
         model = trainer.accelerator.unwrap_model(trainer.model)

@@ -15,7 +15,7 @@ from trl import SFTConfig, SFTTrainer
 from .data import load_sft_data, personaknob_to_sft
 from .errors import DataError
 
-__all__ = ["PersonaSFTTrainer", "sft_config_from_settings", "build_sft_dataset"]
+__all__ = ["PersonaSFTTrainer", "build_sft_dataset", "sft_config_from_settings"]
 
 
 def _to_prompt_completion(dataset, conversational: bool):
@@ -23,7 +23,9 @@ def _to_prompt_completion(dataset, conversational: bool):
     rows = {"prompt": [], "completion": []}
     if "messages" in dataset.column_names:
         if not conversational:
-            raise DataError("chat-form SFT data (`messages`) needs a tokenizer with a chat template.")
+            raise DataError(
+                "chat-form SFT data (`messages`) needs a tokenizer with a chat template."
+            )
         for i, row in enumerate(dataset):
             messages = row["messages"]
             if messages[-1]["role"] != "assistant":
@@ -35,7 +37,11 @@ def _to_prompt_completion(dataset, conversational: bool):
         prompt, completion = row["prompt"], row["completion"]
         if conversational:
             prompt = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-            completion = [{"role": "assistant", "content": completion}] if isinstance(completion, str) else completion
+            completion = (
+                [{"role": "assistant", "content": completion}]
+                if isinstance(completion, str)
+                else completion
+            )
         rows["prompt"].append(prompt)
         rows["completion"].append(completion)
     return datasets.Dataset.from_dict(rows)
@@ -47,14 +53,20 @@ def build_sft_dataset(method: str, persona=None, anchor=None, conversational: bo
     if method == "sft-anchor":
         source = anchor if anchor is not None else persona
         if source is None:
-            raise DataError("sft-anchor needs anchor data (`anchor_data`, or --data with SFT data).")
+            raise DataError(
+                "sft-anchor needs anchor data (`anchor_data`, or --data with SFT data)."
+            )
         parts.append(load_sft_data(source))
     elif method == "sft-combined":
         if persona is None:
             raise DataError("sft-combined needs PersonaKnob data (--data).")
         if anchor is not None:
             parts.append(load_sft_data(anchor))
-        persona_ds = persona if "golden" not in getattr(persona, "column_names", []) else personaknob_to_sft(persona)
+        persona_ds = (
+            persona
+            if "golden" not in getattr(persona, "column_names", [])
+            else personaknob_to_sft(persona)
+        )
         parts.append(load_sft_data(persona_ds))
     else:
         raise DataError(f"{method!r} is not an SFT method.")
@@ -78,10 +90,24 @@ class PersonaSFTTrainer(SFTTrainer):
         anchor_dataset: SFT data in prompt/completion or chat form.
     """
 
-    def __init__(self, model, args: SFTConfig, *, method: str, processing_class,
-                 persona_dataset=None, anchor_dataset=None, **kwargs):
+    def __init__(
+        self,
+        model,
+        args: SFTConfig,
+        *,
+        method: str,
+        processing_class,
+        persona_dataset=None,
+        anchor_dataset=None,
+        **kwargs,
+    ):
         conversational = bool(getattr(processing_class, "chat_template", None))
         train_dataset = build_sft_dataset(method, persona_dataset, anchor_dataset, conversational)
         self.method = method
-        super().__init__(model=model, args=args, train_dataset=train_dataset,
-                         processing_class=processing_class, **kwargs)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )

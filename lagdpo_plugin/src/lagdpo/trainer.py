@@ -27,7 +27,7 @@ import csv
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from transformers import TrainerCallback
@@ -39,13 +39,13 @@ from .data import MultiNegCollator, load_personaknob, tokenize_personaknob
 from .dimensions import DIGNITY, DIMENSIONS, PEER
 
 __all__ = [
-    "MultiNegDPOTrainer",
+    "DUAL_STATE_FILE",
+    "TRAINERS",
     "LagDPOTrainer",
+    "MODPOTrainer",
+    "MultiNegDPOTrainer",
     "PCGradDPOTrainer",
     "SafeRLHFDPOTrainer",
-    "MODPOTrainer",
-    "TRAINERS",
-    "DUAL_STATE_FILE",
 ]
 
 K = len(DIMENSIONS)
@@ -69,7 +69,7 @@ class MultiNegDPOTrainer(DPOTrainer):
     method = "multineg-dpo"
     # Each micro-batch loss is already divided by the global per-dimension counts of the step.
     loss_is_scaled_for_ga = True
-    _tag_names = ["trl", "dpo", "lagdpo"]
+    _tag_names: ClassVar[list[str]] = ["trl", "dpo", "lagdpo"]
 
     def __init__(
         self,
@@ -129,16 +129,25 @@ class MultiNegDPOTrainer(DPOTrainer):
             return {"dim_mask": [bool(m and a) for m, a in zip(example["dim_mask"], active)]}
 
         if not all(active):
-            dataset = dataset.map(restrict, desc=f"Restricting {dataset_name} to {args.active_dimensions}")
+            dataset = dataset.map(
+                restrict, desc=f"Restricting {dataset_name} to {args.active_dimensions}"
+            )
             dataset = dataset.filter(lambda ex: any(ex["dim_mask"]))
             if len(dataset) == 0:
-                raise ValueError(f"no {dataset_name} record has an active dimension among {args.active_dimensions}.")
+                raise ValueError(
+                    f"no {dataset_name} record has an active dimension among {args.active_dimensions}."
+                )
         if "modpo_rewards" in dataset.column_names:
-            dataset = dataset.map(lambda ex: {"modpo_rewards": _reward_table(ex["modpo_rewards"], ex["dim_mask"])})
+            dataset = dataset.map(
+                lambda ex: {"modpo_rewards": _reward_table(ex["modpo_rewards"], ex["dim_mask"])}
+            )
 
         def tokenize(example):
             return tokenize_personaknob(
-                example, tokenizer, use_chat_template=args.use_chat_template, system_prompt=args.system_prompt
+                example,
+                tokenizer,
+                use_chat_template=args.use_chat_template,
+                system_prompt=args.system_prompt,
             )
 
         dataset = dataset.map(tokenize, desc=f"Tokenizing {dataset_name} dataset")
@@ -149,7 +158,12 @@ class MultiNegDPOTrainer(DPOTrainer):
     def _set_signature_columns_if_needed(self):
         if self._signature_columns is None:
             self._signature_columns = [
-                "prompt_ids", "chosen_ids", "rejected_ids", "dim_mask", "ref_logps", "modpo_rewards",
+                "prompt_ids",
+                "chosen_ids",
+                "rejected_ids",
+                "dim_mask",
+                "ref_logps",
+                "modpo_rewards",
             ]
 
     # ------------------------------------------------------------------ log-probabilities
@@ -174,7 +188,9 @@ class MultiNegDPOTrainer(DPOTrainer):
         b = inputs["dim_mask"].shape[0]
         chosen = logps[:b]
         rejected = logps.new_zeros((b, K))
-        rejected = rejected.index_put((inputs["rejected_record"], inputs["rejected_dim"]), logps[b:])
+        rejected = rejected.index_put(
+            (inputs["rejected_record"], inputs["rejected_dim"]), logps[b:]
+        )
         return chosen, rejected
 
     def _reference_logps(self, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +212,9 @@ class MultiNegDPOTrainer(DPOTrainer):
             model = self.model
             if is_peft_model(self.model):
                 unwrapped = self.accelerator.unwrap_model(self.model)
-                ctx = use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None)
+                ctx = use_adapter(
+                    unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None
+                )
         with (
             torch.no_grad(),
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
@@ -312,7 +330,9 @@ class MultiNegDPOTrainer(DPOTrainer):
         with torch.no_grad():
             delta = self.beta * L.pair_logratio_margins(chosen, rejected, ref_chosen, ref_rejected)
             m = mask.bool()
-            margins = self.accelerator.gather_for_metrics(delta[m].detach().float().mean().reshape(1))
+            margins = self.accelerator.gather_for_metrics(
+                delta[m].detach().float().mean().reshape(1)
+            )
             acc = self.accelerator.gather_for_metrics((delta[m] > 0).float().mean().reshape(1))
             self._metrics[mode]["rewards/margins"].append(margins.nanmean().item())
             self._metrics[mode]["rewards/accuracies"].append(acc.nanmean().item())
@@ -322,7 +342,11 @@ class MultiNegDPOTrainer(DPOTrainer):
                     if eval_present[k]:
                         self._metrics[mode][f"loss_{dim}"].append(float(dim_losses[k]))
             if mode == "train":
-                n_tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().reshape(1)).sum().item()
+                n_tokens = (
+                    self.accelerator.gather_for_metrics(inputs["attention_mask"].sum().reshape(1))
+                    .sum()
+                    .item()
+                )
                 self._total_train_tokens += n_tokens
                 self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
         if return_outputs:
@@ -341,7 +365,10 @@ class MultiNegDPOTrainer(DPOTrainer):
         if self.args.should_save:
             from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            folder = (
+                Path(self._get_output_dir(trial=trial))
+                / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             folder.mkdir(parents=True, exist_ok=True)
             (folder / DUAL_STATE_FILE).write_text(json.dumps(self.dual_state_dict(), indent=1))
 
@@ -353,7 +380,9 @@ class MultiNegDPOTrainer(DPOTrainer):
 
                 path = get_last_checkpoint(self.args.output_dir)
                 if path is None:
-                    raise ValueError(f"no checkpoint found in output_dir {self.args.output_dir!r} to resume from.")
+                    raise ValueError(
+                        f"no checkpoint found in output_dir {self.args.output_dir!r} to resume from."
+                    )
             state_file = Path(path) / DUAL_STATE_FILE
             if state_file.exists():
                 self.load_dual_state_dict(json.loads(state_file.read_text()))
@@ -413,12 +442,22 @@ class LagDPOTrainer(MultiNegDPOTrainer):
     def update_duals(self, dim_losses, present, step):
         args = self._lag_args
         self.lambdas = L.dual_update(
-            self.lambdas, dim_losses, self.epsilons, args.dual_lr, present=present, lambda_max=args.lambda_max
+            self.lambdas,
+            dim_losses,
+            self.epsilons,
+            args.dual_lr,
+            present=present,
+            lambda_max=args.lambda_max,
         )
         for k, dim in enumerate(DIMENSIONS):
             if present[k]:
                 self.history.append(
-                    {"step": step, "dimension": dim, "loss": float(dim_losses[k]), "lambda": float(self.lambdas[k])}
+                    {
+                        "step": step,
+                        "dimension": dim,
+                        "loss": float(dim_losses[k]),
+                        "lambda": float(self.lambdas[k]),
+                    }
                 )
 
     def dual_metrics(self):
@@ -456,17 +495,30 @@ class PCGradDPOTrainer(MultiNegDPOTrainer):
                 flat.append(None)
                 continue
             grads = torch.autograd.grad(terms[k], params, retain_graph=True, allow_unused=True)
-            flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)]))
+            flat.append(
+                torch.cat(
+                    [
+                        (g if g is not None else torch.zeros_like(p)).reshape(-1)
+                        for g, p in zip(grads, params)
+                    ]
+                )
+            )
         ref = next(f for f in flat if f is not None)
-        stacked = torch.stack([f if f is not None else torch.zeros_like(ref) for f in flat]).to(torch.float64)
+        stacked = torch.stack([f if f is not None else torch.zeros_like(ref) for f in flat]).to(
+            torch.float64
+        )
         if self.accelerator.num_processes > 1:
             stacked = self.accelerator.reduce(stacked, reduction="mean")
         gram = stacked @ stacked.T
         orders = None
         if self._lag_args.pcgrad_shuffle:
-            gen = torch.Generator().manual_seed(int(self.args.seed) * 1_000_003 + int(self.state.global_step))
+            gen = torch.Generator().manual_seed(
+                int(self.args.seed) * 1_000_003 + int(self.state.global_step)
+            )
             orders = [torch.randperm(K, generator=gen).tolist() for _ in range(K)]
-        w = L.pcgrad_weights(gram.cpu(), present=present, orders=orders, reduction=self._lag_args.pcgrad_reduction)
+        w = L.pcgrad_weights(
+            gram.cpu(), present=present, orders=orders, reduction=self._lag_args.pcgrad_reduction
+        )
         base = self._weights * K / self._weights.sum()  # dimension weights, 1 each when uniform
         return ((w * base).to(terms) * terms).sum()
 
@@ -497,10 +549,16 @@ class SafeRLHFDPOTrainer(MultiNegDPOTrainer):
         mom = args.safe_rlhf_cost_momentum
         self.cost_ema = cost if self.cost_ema is None else mom * self.cost_ema + (1 - mom) * cost
         self.lam = L.safe_rlhf_lambda_update(
-            self.lam, self.cost_ema, args.safe_rlhf_threshold, args.safe_rlhf_lambda_lr,
-            log_parametrised=args.safe_rlhf_log_lambda, lambda_max=args.lambda_max,
+            self.lam,
+            self.cost_ema,
+            args.safe_rlhf_threshold,
+            args.safe_rlhf_lambda_lr,
+            log_parametrised=args.safe_rlhf_log_lambda,
+            lambda_max=args.lambda_max,
         )
-        self.history.append({"step": step, "dimension": "dignity", "loss": cost, "lambda": float(self.lam)})
+        self.history.append(
+            {"step": step, "dimension": "dignity", "loss": cost, "lambda": float(self.lam)}
+        )
 
     def dual_metrics(self):
         return {"lambda_dignity": float(self.lam)}
@@ -544,7 +602,11 @@ class MODPOTrainer(MultiNegDPOTrainer):
 
         device = self.accelerator.device
         cols = ["prompt_ids", "chosen_ids", "rejected_ids", "dim_mask"]
-        loader_kwargs = dict(batch_size=self.args.per_device_train_batch_size, collate_fn=self.data_collator, shuffle=False)
+        loader_kwargs = {
+            "batch_size": self.args.per_device_train_batch_size,
+            "collate_fn": self.data_collator,
+            "shuffle": False,
+        }
         ref = []
         for batch in DataLoader(dataset.select_columns(cols), **loader_kwargs):
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -556,7 +618,9 @@ class MODPOTrainer(MultiNegDPOTrainer):
             path = self._lag_args.modpo_reward_models.get(dim)
             if path is None:
                 continue  # no reward model: that objective contributes no margin
-            reward_model = AutoModelForCausalLM.from_pretrained(path, dtype=self.model.dtype).to(device).eval()
+            reward_model = (
+                AutoModelForCausalLM.from_pretrained(path, dtype=self.model.dtype).to(device).eval()
+            )
             add_fused_lm_head(reward_model)
             rows = []
             with torch.no_grad():
@@ -572,7 +636,9 @@ class MODPOTrainer(MultiNegDPOTrainer):
         table = inputs["modpo_rewards"].to(chosen)  # (B, K+1, K)
         w = (self._weights / self._weights.sum()).to(chosen)
         margins = L.modpo_combined_margins(table[:, 0, :], table[:, 1:, :], w)
-        return L.modpo_pair_losses(chosen, rejected, ref_chosen, ref_rejected, mask, self.beta, margins, w)
+        return L.modpo_pair_losses(
+            chosen, rejected, ref_chosen, ref_rejected, mask, self.beta, margins, w
+        )
 
     def loss_coefficients(self, present):
         # The objective weights already sit inside each pair loss (1/w_k); dimensions are averaged uniformly.

@@ -17,7 +17,14 @@ import yaml
 from .config import METHODS, MULTIPLIER_METHODS, SFT_METHODS, build_config
 from .errors import ConfigError
 
-__all__ = ["train", "TrainResult", "load_settings", "shipped_config", "ablate", "LAMBDA_HISTORY_FILE"]
+__all__ = [
+    "LAMBDA_HISTORY_FILE",
+    "TrainResult",
+    "ablate",
+    "load_settings",
+    "shipped_config",
+    "train",
+]
 
 LAMBDA_HISTORY_FILE = "lambda_history.csv"
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -37,15 +44,19 @@ class TrainResult:
 
 def shipped_config(name: str) -> Path:
     """Path of a YAML config shipped with the package (``paper``, ``paper-lora``, …)."""
-    stem = name[:-5] if name.endswith(".yaml") else name
+    stem = name.removesuffix(".yaml")
     path = CONFIG_DIR / f"{stem}.yaml"
     if not path.exists():
         available = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-        raise ConfigError(f"no shipped training config {name!r}; available: {', '.join(available)}.")
+        raise ConfigError(
+            f"no shipped training config {name!r}; available: {', '.join(available)}."
+        )
     return path
 
 
-def load_settings(config: str | os.PathLike | dict | None = None, overrides: dict[str, Any] | None = None) -> dict:
+def load_settings(
+    config: str | os.PathLike | dict | None = None, overrides: dict[str, Any] | None = None
+) -> dict:
     """Settings from a YAML file (path or shipped name) or dict, with ``overrides`` on top."""
     settings: dict[str, Any] = {}
     if isinstance(config, dict):
@@ -56,7 +67,9 @@ def load_settings(config: str | os.PathLike | dict | None = None, overrides: dic
             path = shipped_config(str(config))
         loaded = yaml.safe_load(path.read_text()) or {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings, got {type(loaded).__name__}.")
+            raise ConfigError(
+                f"config file {str(path)!r} must hold a mapping of settings, got {type(loaded).__name__}."
+            )
         settings.update(loaded)
     settings.update(overrides or {})
     return settings
@@ -146,10 +159,16 @@ def train(
 
         sft_settings = {k: v for k, v in settings.items() if k != "method"}
         trainer = PersonaSFTTrainer(
-            model=model, args=sft_config_from_settings(sft_settings), method=method,
-            processing_class=tokenizer, persona_dataset=data if method == "sft-combined" else None,
-            anchor_dataset=cfg.anchor_data if cfg.anchor_data else (data if method == "sft-anchor" else None),
-            peft_config=peft_config, callbacks=callbacks,
+            model=model,
+            args=sft_config_from_settings(sft_settings),
+            method=method,
+            processing_class=tokenizer,
+            persona_dataset=data if method == "sft-combined" else None,
+            anchor_dataset=cfg.anchor_data
+            if cfg.anchor_data
+            else (data if method == "sft-anchor" else None),
+            peft_config=peft_config,
+            callbacks=callbacks,
         )
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         result.trainers.append(trainer)
@@ -159,7 +178,12 @@ def train(
         from .sacpo import train_sacpo
 
         final_model, trainers = train_sacpo(
-            model, tokenizer, load_personaknob(data), settings, peft_config=peft_config, callbacks=callbacks
+            model,
+            tokenizer,
+            load_personaknob(data),
+            settings,
+            peft_config=peft_config,
+            callbacks=callbacks,
         )
         result.trainers.extend(trainers)
         trainer = trainers[-1]
@@ -174,9 +198,14 @@ def train(
             for p in ref_model.parameters():
                 p.requires_grad_(False)
         trainer = TRAINERS[method](
-            model=model, ref_model=ref_model, args=cfg, train_dataset=load_personaknob(data),
+            model=model,
+            ref_model=ref_model,
+            args=cfg,
+            train_dataset=load_personaknob(data),
             eval_dataset=load_personaknob(eval_data) if eval_data is not None else None,
-            processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
         )
         trainer.train(resume_from_checkpoint=resume_from_checkpoint)
         result.trainers.append(trainer)
@@ -196,7 +225,11 @@ def _save(trainer, model, tokenizer, out: Path, settings: dict, is_peft: bool) -
     out.mkdir(parents=True, exist_ok=True)
     if is_peft and hasattr(trainer.accelerator.unwrap_model(model), "merge_and_unload"):
         trainer.save_model(str(out / "adapter"))
-        if trainer.accelerator.is_main_process and not trainer.is_deepspeed_enabled and not trainer.is_fsdp_enabled:
+        if (
+            trainer.accelerator.is_main_process
+            and not trainer.is_deepspeed_enabled
+            and not trainer.is_fsdp_enabled
+        ):
             merged = copy.deepcopy(trainer.accelerator.unwrap_model(model)).merge_and_unload()
             strip_fused_head(merged)
             merged.save_pretrained(str(out))
@@ -206,7 +239,11 @@ def _save(trainer, model, tokenizer, out: Path, settings: dict, is_peft: bool) -
         model.save_pretrained(str(out))
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(str(out))
-        serialisable = {k: v for k, v in settings.items() if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
+        serialisable = {
+            k: v
+            for k, v in settings.items()
+            if isinstance(v, (str, int, float, bool, list, dict, type(None)))
+        }
         (out / "lagdpo_config.yaml").write_text(yaml.safe_dump(serialisable, sort_keys=True))
 
 
@@ -234,21 +271,35 @@ def ablate(
         run_dir = out / f"eps{eps:g}_dual{dual_lr:g}"
         model_arg = model if isinstance(model, (str, os.PathLike)) else copy.deepcopy(model)
         result = train(
-            "lagdpo", model_arg, data, run_dir, config={**base, "epsilon": eps, "dual_lr": dual_lr},
-            max_steps=max_steps, tokenizer=tokenizer,
+            "lagdpo",
+            model_arg,
+            data,
+            run_dir,
+            config={**base, "epsilon": eps, "dual_lr": dual_lr},
+            max_steps=max_steps,
+            tokenizer=tokenizer,
         )
         last: dict[str, dict[str, Any]] = {}
         for row in result.history:
             last[row["dimension"]] = row
         for dim, row in sorted(last.items()):
-            rows.append({"epsilon": eps, "dual_lr": dual_lr, "dimension": dim, "step": row["step"],
-                         "loss": row["loss"], "lambda": row["lambda"], "run_dir": str(run_dir)})
+            rows.append(
+                {
+                    "epsilon": eps,
+                    "dual_lr": dual_lr,
+                    "dimension": dim,
+                    "step": row["step"],
+                    "loss": row["loss"],
+                    "lambda": row["lambda"],
+                    "run_dir": str(run_dir),
+                }
+            )
     out.mkdir(parents=True, exist_ok=True)
     summary = out / "ablation_summary.csv"
     with summary.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["epsilon", "dual_lr", "dimension", "step", "loss", "lambda", "run_dir"])
+        writer = csv.DictWriter(
+            fh, fieldnames=["epsilon", "dual_lr", "dimension", "step", "loss", "lambda", "run_dir"]
+        )
         writer.writeheader()
         writer.writerows(rows)
     return summary
-
-
