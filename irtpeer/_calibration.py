@@ -224,7 +224,7 @@ class Calibration:
             cats = self.meta.get("categories", {}).get(d, [])
             lines.append(f"  [{d}] {scale} ({cats[0]}..{cats[-1]}): {ident}" if cats else f"  [{d}] {ident}")
         lines.append("")
-        lines.append("Scores (logits; higher = better)")
+        lines.append("Scores (logits; higher = better; raw and Z-score columns in scores.csv)")
         lines.append(_format_scores(self.scores, self.person, self.dimensions))
         lines.append("")
         lines.append("Facets (measures in logits; higher = harder / more severe)")
@@ -352,7 +352,7 @@ def _format_scores(scores: pd.DataFrame, person: str, dims: list[str]) -> str:
             cols.append(f"raw_{name}")
         if f"z_{name}" in scores:
             cols.append(f"z_{name}")
-    if "peer" not in scores and "dignity" not in scores:
+    if "peer" not in scores and "dignity" not in scores and len(dims) <= 2:
         cols += [f"raw_{d}" for d in dims if f"raw_{d}" in scores]
     sort_col = "peer" if "peer" in scores else dims[0]
     view = scores[cols].sort_values(sort_col, ascending=False)

@@ -20,7 +20,7 @@ def cli(*args, cwd=None):
 def test_score_example_prints_table_and_writes_files(tmp_path):
     res = cli("score", "--example", "--out", tmp_path / "out")
     assert res.returncode == 0, res.stderr
-    assert "Scores (logits; higher = better)" in res.stdout and "peer" in res.stdout
+    assert "Scores (logits; higher = better" in res.stdout and "peer" in res.stdout
     measures = pd.read_csv(tmp_path / "out" / "measures.csv")
     assert list(measures.columns[: len(MEASURE_COLUMNS)]) == MEASURE_COLUMNS
     assert set(measures["facet"]) == {"model", "question", "judge", "item"}

@@ -299,6 +299,13 @@ class TorchMFRM:
             x, ev, fval = xt, ev_t, ft
             last_step = float(np.max(np.abs(t * step)))
             it += 1
+        if converged:
+            # report the gradient at the final estimates (one gradient-only pass); the Hessian of
+            # the previous point, less than tol away, serves for the standard errors
+            ev_final = engine.evaluate(x, need_hessian=False)
+            ev.g, ev.f = ev_final.g, ev_final.f
+            fval = objective(ev_final, x)
+            gmax = float(np.max(np.abs(ev.g[F] + lam * x[F]))) if len(F) else 0.0
         score_resid = float(np.max(np.abs(ev.g[active & (np.arange(n) < off[A])]))) if active.any() else 0.0
         conv = {
             "dimension": design.dimension,
