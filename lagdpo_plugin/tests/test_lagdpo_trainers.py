@@ -280,3 +280,40 @@ def test_ablation_grid_is_one_call(tiny_dir, tmp_path):
     lam_big_eps = [float(r["lambda"]) for r in rows if r["epsilon"] == "5.0"]
     assert lam_big_eps == [0.0] * 4  # a loose tolerance leaves λ at 0
     assert (tmp_path / "grid" / "eps0.3_dual0.5" / LAMBDA_HISTORY_FILE).exists()
+
+
+def test_modpo_margins_from_a_reward_model_are_its_implicit_rewards(tiny_dir, tmp_path):
+    """With `modpo_reward_models` (no `modpo_rewards` column) the margins are computed once before
+    training as β·(log π_j(y|x) − log π_ref(y|x)); checked here against plain transformers forward
+    passes over the trainer's own token ids."""
+    from lagdpo_testutils import save_tiny
+    from transformers import AutoModelForCausalLM
+
+    reward_dir = save_tiny(tmp_path / "reward_A", seed=1)  # a different tiny model as reward model A
+    beta = 0.1
+    settings = fast_settings(per_device_train_batch_size=6, beta=beta,
+                             modpo_reward_models={"A": str(reward_dir)})
+    result = train("modpo", tiny_dir, make_records(6), tmp_path / "out", config=settings, max_steps=2)
+    ds = result.trainer.train_dataset
+    table = torch.tensor(ds["modpo_rewards"])  # (records, golden + 4 rejections, 4 reward models)
+    assert torch.all(table[:, :, 1:] == 0)  # no reward model for T, E, C: no margin from them
+    assert table[:, :, 0].abs().max() > 1e-3
+
+    ref = AutoModelForCausalLM.from_pretrained(tiny_dir).eval()
+    reward = AutoModelForCausalLM.from_pretrained(reward_dir).eval()
+
+    def logp(model, prompt, completion):
+        ids = torch.tensor([list(prompt) + list(completion)])
+        with torch.no_grad():
+            logits = model(ids).logits.float()[0, :-1]
+        lp = torch.log_softmax(logits, -1)[torch.arange(ids.shape[1] - 1), ids[0, 1:]]
+        return lp[len(prompt) - 1 :].sum().item()
+
+    for i in range(len(ds)):
+        ex = ds[i]
+        rows = [ex["chosen_ids"]] + [ex["rejected_ids"][k] if ex["dim_mask"][k] else None for k in range(4)]
+        for row, completion in enumerate(rows):
+            if completion is None:
+                continue
+            expected = beta * (logp(reward, ex["prompt_ids"], completion) - logp(ref, ex["prompt_ids"], completion))
+            assert table[i, row, 0].item() == pytest.approx(expected, abs=1e-4)
