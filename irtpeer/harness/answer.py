@@ -1,0 +1,125 @@
+"""The answer stage: questions × evaluated models → the answers table.
+
+Input columns: ``question`` (id), ``prompt`` (the user message), optionally ``dimensions`` (active
+rubric dimensions, passed through to the judge stage) and ``system`` (a per-question system
+message); every other column is passed through. Output columns: ``model, question, prompt,
+answer`` + ``finish_reason, status, reason, call_id, prompt_tokens, completion_tokens`` + the
+passed-through columns. A call that fails for good leaves ``answer`` null with ``status = "failed"``
+(the judge stage skips it; a rerun retries it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .backend import Backend, ChatRequest, Sampling
+from .errors import ConfigError, EndpointFatalError
+from .executor import CallUnit, run_units
+from .judge import StageResult, default_paths
+from .manifest import Progress, RunStats, build_manifest
+from .store import CallStore
+from .tables import atomic_write_json, atomic_write_parquet, require_columns
+
+__all__ = ["answer_questions", "DEFAULT_ANSWER_SAMPLING"]
+
+DEFAULT_ANSWER_SAMPLING = Sampling(temperature=0.0, top_p=1.0, max_tokens=1024)
+
+
+def _isnull(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and np.isnan(v))
+
+
+def answer_questions(
+    questions: pd.DataFrame,
+    models: dict[str, Backend],
+    *,
+    store_path: str | Path,
+    out: str | Path | None = None,
+    manifest_path: str | Path | None = None,
+    sampling: Sampling = DEFAULT_ANSWER_SAMPLING,
+    system_prompt: str | None = None,
+    progress: bool | None = None,
+    settings: dict[str, Any] | None = None,
+) -> StageResult:
+    require_columns(questions, ["question", "prompt"], "questions table")
+    if not models:
+        raise ConfigError("no model given; pass at least one --model MODEL")
+    dup = questions.duplicated(["question"], keep=False)
+    if dup.any():
+        raise ConfigError(
+            f"questions table repeats question ids at rows {list(np.flatnonzero(dup.to_numpy())[:5])}; "
+            "ids in the `question` column must be unique"
+        )
+    records = questions.to_dict("records")
+    units, meta = [], []
+    for i, row in enumerate(records):
+        if _isnull(row["prompt"]):
+            raise ConfigError(f"questions row {i} (question {row['question']!r}) has an empty `prompt`")
+        msgs = []
+        sysmsg = row.get("system") if "system" in row and not _isnull(row.get("system")) else system_prompt
+        if sysmsg:
+            msgs.append({"role": "system", "content": str(sysmsg)})
+        msgs.append({"role": "user", "content": str(row["prompt"])})
+        req = ChatRequest.make(msgs, sampling)
+        for label in models:
+            units.append(CallUnit(label, req, {"stage": "answer"}))
+            meta.append((i, label))
+
+    if manifest_path is None and out is not None:
+        manifest_path = default_paths(out)[1]
+    stats = RunStats()
+    run_settings = {"sampling": sampling.to_dict(), "system_prompt": system_prompt, "store": str(store_path),
+                    "questions": len(questions), **(settings or {})}
+    bar = Progress(len(units), "answer", progress)
+    with CallStore(store_path) as store:
+        stats.add("store_records_at_start", store.loaded)
+        try:
+            asyncio.run(run_units(units, models, store, stats, progress=bar))
+        except EndpointFatalError:
+            bar.close()
+            if manifest_path is not None:
+                atomic_write_json(build_manifest(command="answer", settings=run_settings, stats=stats,
+                                                 backends=models, status="aborted"), manifest_path)
+            raise
+        bar.close()
+
+    passthrough = [c for c in questions.columns if c not in ("question", "prompt", "system")]
+    rows = []
+    for u, (i, label) in zip(units, meta):
+        q = records[i]
+        res = u.results[-1] if u.results else None
+        row = {
+            "model": label,
+            "question": str(q["question"]),
+            "prompt": str(q["prompt"]),
+            "answer": u.value if u.status == "ok" else None,
+            "finish_reason": res.finish_reason if res else None,
+            "status": u.status,
+            "reason": u.reason,
+            "call_id": u.call_id,
+            "prompt_tokens": res.prompt_tokens if res else None,
+            "completion_tokens": res.completion_tokens if res else None,
+        }
+        for c in passthrough:
+            row[c] = q[c]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    for c in ("prompt_tokens", "completion_tokens"):
+        table[c] = pd.array(table[c], dtype="Int64")
+    nfail = int((table["status"] == "failed").sum()) if len(table) else 0
+    stats.add("answers_failed", nfail)
+    outputs = {}
+    if out is not None:
+        atomic_write_parquet(table, out)
+        outputs["answers"] = str(out)
+    manifest = build_manifest(command="answer", settings=run_settings, stats=stats, backends=models,
+                              outputs=outputs, status="complete" if nfail == 0 else "incomplete",
+                              extra={"rows": len(table)})
+    if manifest_path is not None:
+        atomic_write_json(manifest, manifest_path)
+    return StageResult(table, manifest)
