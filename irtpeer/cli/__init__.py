@@ -17,6 +17,7 @@ from .._errors import IrtpeerError
 COMMAND_MODULES = [
     "irtpeer.cli.score",
     "irtpeer.cli.simulate",
+    "irtpeer.cli.harness",
 ]
 
 
