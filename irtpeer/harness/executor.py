@@ -6,7 +6,8 @@ model its reply and the reason. Each request is looked up in the :class:`CallSto
 first; only misses are sent, and every reply is stored the moment it arrives, so a killed run
 resumes exactly where it stopped (a re-ask whose first reply was stored is not sent again either).
 
-Asynchronous backends get ``concurrency`` workers each; batched backends (vLLM offline,
+Asynchronous backends send one call alone first (so a wrong key or model name costs one request,
+not ``concurrency``), then run ``concurrency`` workers each; batched backends (vLLM offline,
 transformers) get chunks of requests in a worker thread. On an :class:`EndpointFatalError` no new
 call starts; calls in flight finish and are stored (they are paid for), then the error is raised.
 """
@@ -104,6 +105,15 @@ async def run_units(
         pending[u.backend].append(u)
     stats.add("calls_planned", len(units))
 
+    # one concurrency limit per endpoint: backends on the same server share it
+    limits: dict[str, asyncio.Semaphore] = {}
+    for b in backends.values():
+        key = getattr(b, "limit_key", None)
+        if key is not None:
+            if key not in limits:
+                limits[key] = asyncio.Semaphore(min(x.concurrency for x in backends.values()
+                                                    if getattr(x, "limit_key", None) == key))
+            b.bind_limiter(limits[key])
     abort: list[EndpointFatalError] = []
     tasks = []
     for label, queue in pending.items():
@@ -111,8 +121,7 @@ async def run_units(
         if b.batched:
             tasks.append(_drive_batched(label, b, queue, store, stats, progress, abort, batch_size))
         else:
-            for _ in range(min(b.concurrency, len(queue))):
-                tasks.append(_worker(label, b, queue, store, stats, progress, abort))
+            tasks.append(_drive_async(label, b, queue, store, stats, progress, abort))
     try:
         await asyncio.gather(*tasks)
     finally:
@@ -157,30 +166,42 @@ def _record(label: str, u: CallUnit, key: str, res: ChatResult, store: CallStore
     _count_outcome(u, stats)
 
 
+async def _process(label, backend, u: CallUnit, store, stats, progress, abort) -> None:
+    while not abort and (nxt := u.next_call()) is not None:
+        key, req = nxt
+        cached = store.get(key)
+        if cached is not None:  # e.g. a re-ask stored by an earlier run
+            stats.add("calls_cached")
+            stats.add_usage(label, cached, cached=True)
+            u.accept(key, cached)
+            _count_outcome(u, stats)
+            continue
+        try:
+            res = await backend.chat(req, stats)
+        except CallFailed as exc:
+            u.fail(exc)
+            stats.add("calls_failed")
+            break
+        except EndpointFatalError as exc:
+            abort.append(exc)
+            return
+        _record(label, u, key, res, store, stats)
+    if u.next_call() is None and progress:
+        progress.update()
+
+
 async def _worker(label, backend, queue: deque, store, stats, progress, abort) -> None:
     while queue and not abort:
-        u = queue.popleft()
-        while not abort and (nxt := u.next_call()) is not None:
-            key, req = nxt
-            cached = store.get(key)
-            if cached is not None:  # e.g. a re-ask stored by an earlier run
-                stats.add("calls_cached")
-                stats.add_usage(label, cached, cached=True)
-                u.accept(key, cached)
-                _count_outcome(u, stats)
-                continue
-            try:
-                res = await backend.chat(req, stats)
-            except CallFailed as exc:
-                u.fail(exc)
-                stats.add("calls_failed")
-                break
-            except EndpointFatalError as exc:
-                abort.append(exc)
-                return
-            _record(label, u, key, res, store, stats)
-        if u.next_call() is None and progress:
-            progress.update()
+        await _process(label, backend, queue.popleft(), store, stats, progress, abort)
+
+
+async def _drive_async(label, backend, queue: deque, store, stats, progress, abort) -> None:
+    """One call alone first (a wrong key or model fails once, not ``concurrency`` times), then
+    ``concurrency`` workers."""
+    if queue and not abort:
+        await _process(label, backend, queue.popleft(), store, stats, progress, abort)
+    n = min(backend.concurrency, len(queue))
+    await asyncio.gather(*(_worker(label, backend, queue, store, stats, progress, abort) for _ in range(n)))
 
 
 async def _drive_batched(label, backend, queue: deque, store, stats, progress, abort, batch_size) -> None:

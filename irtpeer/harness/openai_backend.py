@@ -9,7 +9,8 @@
   ``insufficient_quota`` (the client would retry it; paying users want the run to stop).
 * Fatal for the call (:class:`CallFailed`, recorded as a null score): 400, 422, other 4xx, and
   transient errors once retries are exhausted.
-* A semaphore bounds the requests in flight per endpoint (the client itself does not).
+* A semaphore bounds the requests in flight per endpoint (the client itself does not); judges
+  served by the same base URL share it.
 * The API key is read from an environment variable, registered with :func:`errors.redact`, and
   never stored, logged or put in an exception message.
 """
@@ -132,8 +133,17 @@ class OpenAIBackend(Backend):
             self._client_obj = openai.AsyncOpenAI(
                 base_url=self.base_url, api_key=self._key, max_retries=0, timeout=self.timeout
             )
-            self._sem = asyncio.Semaphore(self.concurrency)
+            if self._sem is None:
+                self._sem = asyncio.Semaphore(self.concurrency)
         return self._client_obj
+
+    @property
+    def limit_key(self) -> str:
+        """Backends with the same key share one concurrency limit (one server, several models)."""
+        return self.base_url
+
+    def bind_limiter(self, sem: asyncio.Semaphore) -> None:
+        self._sem = sem
 
     async def aclose(self) -> None:
         if self._client_obj is not None:
