@@ -60,7 +60,8 @@ def make_backend(spec: Mapping[str, Any]) -> Backend:
     if kind == "vllm":
         from .vllm_backend import VLLMBackend
 
-        return VLLMBackend(model, engine_kwargs=spec.get("engine") or {}, structured=bool(spec.get("structured", True)))
+        return VLLMBackend(model, engine_kwargs=spec.get("engine") or {}, structured=bool(spec.get("structured", True)),
+                           batch_size=int(spec.get("batch_size", 1024)))
     if kind == "transformers":
         from .transformers_backend import TransformersBackend
 

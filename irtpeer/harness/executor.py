@@ -119,7 +119,8 @@ async def run_units(
     for label, queue in pending.items():
         b = backends[label]
         if b.batched:
-            tasks.append(_drive_batched(label, b, queue, store, stats, progress, abort, batch_size))
+            tasks.append(_drive_batched(label, b, queue, store, stats, progress, abort,
+                                        max(batch_size, getattr(b, "batch_size", 0))))
         else:
             tasks.append(_drive_async(label, b, queue, store, stats, progress, abort))
     try:
