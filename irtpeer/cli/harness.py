@@ -117,6 +117,8 @@ def register(sub) -> None:
     p.add_argument("items", metavar="ITEMS", help="task file (format in docs/harness.md)")
     p.add_argument("--model", action="append", required=True, metavar="MODEL")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for answers, scored rows and summary")
+    p.add_argument("--judge", action="append", metavar="MODEL",
+                   help="classify replies with judge model(s) and the built-in `ood` rubric instead of the rule")
     _endpoint_options(p)
     p.set_defaults(func=run_task)
 
@@ -171,7 +173,8 @@ def run_task(args) -> int:
     from ..harness.tasks import run_task as _run
 
     models = make_backends(_specs(args, args.model), "model")
-    summary = _run(args.task, args.items, models, out_dir=args.out,
+    judges = make_backends(_specs(args, args.judge), "judge") if args.judge else None
+    summary = _run(args.task, args.items, models, out_dir=args.out, judges=judges,
                    sampling=_sampling(args, DEFAULT_ANSWER_SAMPLING), progress=args.progress)
     print(summary.to_string(index=False))
     return 0

@@ -47,6 +47,7 @@ class FakeOpenAIServer:
         self.record = record
         self.requests: list[dict] = []
         self.faults: list[Fault] = []
+        self.replies: list[tuple[tuple[str, ...], str]] = []
         self.count = 0
         self._lock = threading.Lock()
         self._loop = None
@@ -64,6 +65,10 @@ class FakeOpenAIServer:
         with self._lock:
             self.faults.append(f)
         return f
+
+    def add_reply(self, text: str, *matches: str) -> None:
+        """Answer ``text`` to requests whose body contains every one of ``matches`` (first rule wins)."""
+        self.replies.append((matches, text))
 
     def fingerprints(self) -> list[str]:
         return [fingerprint(r["body"]) for r in self.requests]
@@ -159,6 +164,10 @@ class FakeOpenAIServer:
             return 401, None, json.dumps(msg).encode(), 0
         delay = self.delay
         content = self._content(body)
+        for matches, reply in self.replies:
+            if all(m in text for m in matches):
+                content = reply
+                break
         finish = "stop"
         if fault is not None:
             a = fault.action
