@@ -17,8 +17,23 @@ from .rubrics import Rubric, builtin_rubrics, load_rubric, validate_reply
 from .store import CallStore, call_key
 
 __all__ = [
-    "Backend", "CallFailed", "CallStore", "ChatRequest", "ChatResult", "ConfigError",
-    "EndpointFatalError", "HarnessError", "RATING_COLUMNS", "RetryPolicy", "Rubric", "RubricError",
-    "Sampling", "answer_questions", "builtin_rubrics", "call_key", "judge_answers", "load_rubric",
+    "RATING_COLUMNS",
+    "Backend",
+    "CallFailed",
+    "CallStore",
+    "ChatRequest",
+    "ChatResult",
+    "ConfigError",
+    "EndpointFatalError",
+    "HarnessError",
+    "RetryPolicy",
+    "Rubric",
+    "RubricError",
+    "Sampling",
+    "answer_questions",
+    "builtin_rubrics",
+    "call_key",
+    "judge_answers",
+    "load_rubric",
     "validate_reply",
 ]

@@ -25,7 +25,7 @@ from .manifest import Progress, RunStats, build_manifest
 from .store import CallStore
 from .tables import atomic_write_json, atomic_write_parquet, require_columns
 
-__all__ = ["answer_questions", "DEFAULT_ANSWER_SAMPLING"]
+__all__ = ["DEFAULT_ANSWER_SAMPLING", "answer_questions"]
 
 DEFAULT_ANSWER_SAMPLING = Sampling(temperature=0.0, top_p=1.0, max_tokens=1024)
 
@@ -59,9 +59,15 @@ def answer_questions(
     units, meta = [], []
     for i, row in enumerate(records):
         if _isnull(row["prompt"]):
-            raise ConfigError(f"questions row {i} (question {row['question']!r}) has an empty `prompt`")
+            raise ConfigError(
+                f"questions row {i} (question {row['question']!r}) has an empty `prompt`"
+            )
         msgs = []
-        sysmsg = row.get("system") if "system" in row and not _isnull(row.get("system")) else system_prompt
+        sysmsg = (
+            row.get("system")
+            if "system" in row and not _isnull(row.get("system"))
+            else system_prompt
+        )
         if sysmsg:
             msgs.append({"role": "system", "content": str(sysmsg)})
         msgs.append({"role": "user", "content": str(row["prompt"])})
@@ -73,8 +79,13 @@ def answer_questions(
     if manifest_path is None and out is not None:
         manifest_path = default_paths(out)[1]
     stats = RunStats()
-    run_settings = {"sampling": sampling.to_dict(), "system_prompt": system_prompt, "store": str(store_path),
-                    "questions": len(questions), **(settings or {})}
+    run_settings = {
+        "sampling": sampling.to_dict(),
+        "system_prompt": system_prompt,
+        "store": str(store_path),
+        "questions": len(questions),
+        **(settings or {}),
+    }
     bar = Progress(len(units), "answer", progress)
     with CallStore(store_path) as store:
         stats.add("store_records_at_start", store.loaded)
@@ -83,8 +94,16 @@ def answer_questions(
         except EndpointFatalError:
             bar.close()
             if manifest_path is not None:
-                atomic_write_json(build_manifest(command="answer", settings=run_settings, stats=stats,
-                                                 backends=models, status="aborted"), manifest_path)
+                atomic_write_json(
+                    build_manifest(
+                        command="answer",
+                        settings=run_settings,
+                        stats=stats,
+                        backends=models,
+                        status="aborted",
+                    ),
+                    manifest_path,
+                )
             raise
         bar.close()
 
@@ -117,9 +136,15 @@ def answer_questions(
     if out is not None:
         atomic_write_parquet(table, out)
         outputs["answers"] = str(out)
-    manifest = build_manifest(command="answer", settings=run_settings, stats=stats, backends=models,
-                              outputs=outputs, status="complete" if nfail == 0 else "incomplete",
-                              extra={"rows": len(table)})
+    manifest = build_manifest(
+        command="answer",
+        settings=run_settings,
+        stats=stats,
+        backends=models,
+        outputs=outputs,
+        status="complete" if nfail == 0 else "incomplete",
+        extra={"rows": len(table)},
+    )
     if manifest_path is not None:
         atomic_write_json(manifest, manifest_path)
     return StageResult(table, manifest)

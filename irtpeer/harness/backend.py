@@ -15,8 +15,9 @@ it goes into every call key. It never contains a secret.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import CallFailed
 
@@ -36,7 +37,7 @@ class Sampling:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "Sampling":
+    def from_dict(cls, d: dict[str, Any] | None) -> Sampling:
         from .errors import ConfigError
 
         d = dict(d or {})
@@ -56,8 +57,16 @@ class ChatRequest:
     schema_name: str = "scores"
 
     @classmethod
-    def make(cls, messages: Sequence[dict[str, str]], sampling: Sampling, schema=None, schema_name="scores"):
-        return cls(tuple((m["role"], m["content"]) for m in messages), sampling, schema, schema_name)
+    def make(
+        cls,
+        messages: Sequence[dict[str, str]],
+        sampling: Sampling,
+        schema=None,
+        schema_name="scores",
+    ):
+        return cls(
+            tuple((m["role"], m["content"]) for m in messages), sampling, schema, schema_name
+        )
 
     def message_dicts(self) -> list[dict[str, str]]:
         return [{"role": r, "content": c} for r, c in self.messages]
@@ -82,7 +91,9 @@ class RetryPolicy:
     max_delay: float = 30.0
     max_retry_after: float = 120.0
 
-    def delay(self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    def delay(
+        self, attempt: int, retry_after: float | None = None, rng: random.Random | None = None
+    ) -> float:
         if retry_after is not None and retry_after >= 0:
             return min(retry_after, self.max_retry_after)
         cap = min(self.max_delay, self.base_delay * (2**attempt))
@@ -111,7 +122,9 @@ class Backend:
     async def chat(self, request: ChatRequest, stats) -> ChatResult:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def chat_batch(self, requests: list[ChatRequest], stats) -> list[ChatResult | CallFailed]:  # pragma: no cover
+    def chat_batch(
+        self, requests: list[ChatRequest], stats
+    ) -> list[ChatResult | CallFailed]:  # pragma: no cover
         raise NotImplementedError
 
     async def aclose(self) -> None:

@@ -36,7 +36,17 @@ from .errors import ConfigError
 __all__ = ["load_config", "run_config"]
 
 _ANSWER_KEYS = {"questions", "out", "system", "sampling", "models", "store", "manifest"}
-_JUDGE_KEYS = {"answers", "rubric", "out", "replicates", "reask", "sampling", "judges", "store", "manifest"}
+_JUDGE_KEYS = {
+    "answers",
+    "rubric",
+    "out",
+    "replicates",
+    "reask",
+    "sampling",
+    "judges",
+    "store",
+    "manifest",
+}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -57,17 +67,21 @@ def load_config(path: str | Path) -> dict[str, Any]:
             raise ConfigError(f"config file {str(p)!r}: use a .toml, .yaml or .yml file")
     except ConfigError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - parse errors of two libraries, reported to the user
         raise ConfigError(f"cannot parse config file {str(p)!r}: {exc}") from None
     if not isinstance(data, dict) or not ({"answer", "judge"} & set(data)):
         raise ConfigError(f"config file {str(p)!r} needs an [answer] and/or a [judge] section")
     unknown = set(data) - {"answer", "judge"}
     if unknown:
-        raise ConfigError(f"config file {str(p)!r}: unknown section(s) {sorted(unknown)}; use [answer] and [judge]")
+        raise ConfigError(
+            f"config file {str(p)!r}: unknown section(s) {sorted(unknown)}; use [answer] and [judge]"
+        )
     for sec, keys in (("answer", _ANSWER_KEYS), ("judge", _JUDGE_KEYS)):
         bad = set(data.get(sec, {})) - keys
         if bad:
-            raise ConfigError(f"config file {str(p)!r}: unknown key(s) {sorted(bad)} in [{sec}]; known: {sorted(keys)}")
+            raise ConfigError(
+                f"config file {str(p)!r}: unknown key(s) {sorted(bad)} in [{sec}]; known: {sorted(keys)}"
+            )
     return data
 
 
@@ -100,29 +114,46 @@ def run_config(path: str | Path, *, progress: bool | None = None) -> dict[str, t
         out = rel(need(a, "out", "answer"))
         store, manifest = default_paths(out)
         models = make_backends(need(a, "models", "answer"), "model")
-        res = answer_questions(read_table(rel(need(a, "questions", "answer")), "questions"), models,
-                               store_path=rel(a.get("store")) or store, out=out,
-                               manifest_path=rel(a.get("manifest")) or manifest,
-                               sampling=sampling(a, DEFAULT_ANSWER_SAMPLING), system_prompt=a.get("system"),
-                               progress=progress, settings={"config": str(path)})
+        res = answer_questions(
+            read_table(rel(need(a, "questions", "answer")), "questions"),
+            models,
+            store_path=rel(a.get("store")) or store,
+            out=out,
+            manifest_path=rel(a.get("manifest")) or manifest,
+            sampling=sampling(a, DEFAULT_ANSWER_SAMPLING),
+            system_prompt=a.get("system"),
+            progress=progress,
+            settings={"config": str(path)},
+        )
         results["answer"] = (res, out)
         answers_path = out
     if "judge" in cfg:
         j = cfg["judge"]
         src = rel(j.get("answers")) or answers_path
         if src is None:
-            raise ConfigError(f"config file {str(path)!r}: [judge] needs `answers` when there is no [answer] section")
+            raise ConfigError(
+                f"config file {str(path)!r}: [judge] needs `answers` when there is no [answer] section"
+            )
         out = rel(need(j, "out", "judge"))
         store, manifest = default_paths(out)
         judges = make_backends(need(j, "judges", "judge"), "judge")
         rubric_ref = j.get("rubric", "persona")
         rubric_path = rel(rubric_ref)
-        rubric = load_rubric(rubric_path if rubric_path is not None and rubric_path.is_file() else rubric_ref)
-        res = judge_answers(read_table(src, "answers"), judges, rubric,
-                            store_path=rel(j.get("store")) or store, out=out,
-                            manifest_path=rel(j.get("manifest")) or manifest,
-                            sampling=sampling(j, DEFAULT_JUDGE_SAMPLING),
-                            replicates=int(j.get("replicates", 1)), reask=bool(j.get("reask", True)),
-                            progress=progress, settings={"config": str(path), "answers": str(src)})
+        rubric = load_rubric(
+            rubric_path if rubric_path is not None and rubric_path.is_file() else rubric_ref
+        )
+        res = judge_answers(
+            read_table(src, "answers"),
+            judges,
+            rubric,
+            store_path=rel(j.get("store")) or store,
+            out=out,
+            manifest_path=rel(j.get("manifest")) or manifest,
+            sampling=sampling(j, DEFAULT_JUDGE_SAMPLING),
+            replicates=int(j.get("replicates", 1)),
+            reask=bool(j.get("reask", True)),
+            progress=progress,
+            settings={"config": str(path), "answers": str(src)},
+        )
         results["judge"] = (res, out)
     return results

@@ -16,7 +16,8 @@ An endpoint spec is a mapping::
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .backend import Backend, RetryPolicy
 from .errors import ConfigError
@@ -24,9 +25,22 @@ from .errors import ConfigError
 __all__ = ["make_backend", "make_backends"]
 
 _KNOWN = {
-    "backend", "model", "label", "base_url", "api_key_env", "concurrency", "timeout", "max_retries",
-    "backoff_base", "backoff_max", "structured", "extra_body", "price_input_per_mtok",
-    "price_output_per_mtok", "engine", "batch_size",
+    "backend",
+    "model",
+    "label",
+    "base_url",
+    "api_key_env",
+    "concurrency",
+    "timeout",
+    "max_retries",
+    "backoff_base",
+    "backoff_max",
+    "structured",
+    "extra_body",
+    "price_input_per_mtok",
+    "price_output_per_mtok",
+    "engine",
+    "batch_size",
 }
 
 
@@ -34,7 +48,9 @@ def make_backend(spec: Mapping[str, Any]) -> Backend:
     spec = dict(spec)
     unknown = set(spec) - _KNOWN
     if unknown:
-        raise ConfigError(f"endpoint {spec.get('model')!r}: unknown setting(s) {sorted(unknown)}; known: {sorted(_KNOWN)}")
+        raise ConfigError(
+            f"endpoint {spec.get('model')!r}: unknown setting(s) {sorted(unknown)}; known: {sorted(_KNOWN)}"
+        )
     kind = spec.get("backend", "openai")
     model = spec.get("model")
     if not model:
@@ -45,13 +61,16 @@ def make_backend(spec: Mapping[str, Any]) -> Backend:
         from .openai_backend import OpenAIBackend
 
         return OpenAIBackend(
-            spec["base_url"], model,
+            spec["base_url"],
+            model,
             api_key_env=spec.get("api_key_env", "OPENAI_API_KEY"),
             concurrency=int(spec.get("concurrency", 8)),
             timeout=float(spec.get("timeout", 120.0)),
-            retry=RetryPolicy(max_retries=int(spec.get("max_retries", 5)),
-                              base_delay=float(spec.get("backoff_base", 0.5)),
-                              max_delay=float(spec.get("backoff_max", 30.0))),
+            retry=RetryPolicy(
+                max_retries=int(spec.get("max_retries", 5)),
+                base_delay=float(spec.get("backoff_base", 0.5)),
+                max_delay=float(spec.get("backoff_max", 30.0)),
+            ),
             structured=bool(spec.get("structured", True)),
             extra_body=spec.get("extra_body"),
             price_input_per_mtok=spec.get("price_input_per_mtok"),
@@ -60,14 +79,20 @@ def make_backend(spec: Mapping[str, Any]) -> Backend:
     if kind == "vllm":
         from .vllm_backend import VLLMBackend
 
-        return VLLMBackend(model, engine_kwargs=spec.get("engine") or {}, structured=bool(spec.get("structured", True)),
-                           batch_size=int(spec.get("batch_size", 1024)))
+        return VLLMBackend(
+            model,
+            engine_kwargs=spec.get("engine") or {},
+            structured=bool(spec.get("structured", True)),
+            batch_size=int(spec.get("batch_size", 1024)),
+        )
     if kind == "transformers":
         from .transformers_backend import TransformersBackend
 
         eng = dict(spec.get("engine") or {})
         return TransformersBackend(model, batch_size=int(spec.get("batch_size", 8)), **eng)
-    raise ConfigError(f"endpoint {model!r}: unknown backend {kind!r}; use openai, vllm or transformers")
+    raise ConfigError(
+        f"endpoint {model!r}: unknown backend {kind!r}; use openai, vllm or transformers"
+    )
 
 
 def make_backends(specs: list[Mapping[str, Any]], role: str) -> dict[str, Backend]:

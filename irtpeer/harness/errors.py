@@ -72,7 +72,7 @@ def redact(text: object) -> str:
             s = s.replace(secret, "[redacted]")
         # servers often echo a masked key such as "sk-abc1****wxyz": drop long fragments too
         if len(secret) >= 12:
-            for i in range(0, len(secret) - 7):
+            for i in range(len(secret) - 7):
                 frag = secret[i : i + 8]
                 if frag in s:
                     s = s.replace(frag, "[redacted]")

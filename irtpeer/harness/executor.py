@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .backend import Backend, ChatRequest, ChatResult
 from .errors import CallFailed, EndpointFatalError
@@ -67,7 +68,9 @@ class CallUnit:
         if reason is None:
             self.value = value
             self.status = "ok" if len(self.results) == 1 else "ok_after_reask"
-            self.reason = None if len(self.results) == 1 else f"first reply invalid: {self._first_reason}"
+            self.reason = (
+                None if len(self.results) == 1 else f"first reply invalid: {self._first_reason}"
+            )
             return
         if len(self.results) == 1:
             self._first_reason = reason
@@ -77,7 +80,9 @@ class CallUnit:
             self.status, self.reason = "invalid", reason
             return
         self.status = "invalid"
-        self.reason = reason if len(self.results) == 1 else f"{self._first_reason}; after re-ask: {reason}"
+        self.reason = (
+            reason if len(self.results) == 1 else f"{self._first_reason}; after re-ask: {reason}"
+        )
 
     def fail(self, exc: CallFailed) -> None:
         self._next = None
@@ -111,16 +116,31 @@ async def run_units(
         key = getattr(b, "limit_key", None)
         if key is not None:
             if key not in limits:
-                limits[key] = asyncio.Semaphore(min(x.concurrency for x in backends.values()
-                                                    if getattr(x, "limit_key", None) == key))
+                limits[key] = asyncio.Semaphore(
+                    min(
+                        x.concurrency
+                        for x in backends.values()
+                        if getattr(x, "limit_key", None) == key
+                    )
+                )
             b.bind_limiter(limits[key])
     abort: list[EndpointFatalError] = []
     tasks = []
     for label, queue in pending.items():
         b = backends[label]
         if b.batched:
-            tasks.append(_drive_batched(label, b, queue, store, stats, progress, abort,
-                                        max(batch_size, getattr(b, "batch_size", 0))))
+            tasks.append(
+                _drive_batched(
+                    label,
+                    b,
+                    queue,
+                    store,
+                    stats,
+                    progress,
+                    abort,
+                    max(batch_size, getattr(b, "batch_size", 0)),
+                )
+            )
         else:
             tasks.append(_drive_async(label, b, queue, store, stats, progress, abort))
     try:
@@ -159,7 +179,9 @@ def _count_outcome(u: CallUnit, stats: RunStats) -> None:
         stats.add("judgments_ok_after_reask")
 
 
-def _record(label: str, u: CallUnit, key: str, res: ChatResult, store: CallStore, stats: RunStats) -> None:
+def _record(
+    label: str, u: CallUnit, key: str, res: ChatResult, store: CallStore, stats: RunStats
+) -> None:
     store.put(key, res)  # stored first: whatever happens next, this reply is never paid again
     stats.add("calls_done")
     stats.add_usage(label, res, cached=False)
@@ -202,15 +224,21 @@ async def _drive_async(label, backend, queue: deque, store, stats, progress, abo
     if queue and not abort:
         await _process(label, backend, queue.popleft(), store, stats, progress, abort)
     n = min(backend.concurrency, len(queue))
-    await asyncio.gather(*(_worker(label, backend, queue, store, stats, progress, abort) for _ in range(n)))
+    await asyncio.gather(
+        *(_worker(label, backend, queue, store, stats, progress, abort) for _ in range(n))
+    )
 
 
-async def _drive_batched(label, backend, queue: deque, store, stats, progress, abort, batch_size) -> None:
+async def _drive_batched(
+    label, backend, queue: deque, store, stats, progress, abort, batch_size
+) -> None:
     while queue and not abort:
         chunk = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
         calls = [(u, *u.next_call()) for u in chunk]
         try:
-            results = await asyncio.to_thread(backend.chat_batch, [req for _, _, req in calls], stats)
+            results = await asyncio.to_thread(
+                backend.chat_batch, [req for _, _, req in calls], stats
+            )
         except EndpointFatalError as exc:
             abort.append(exc)
             return

@@ -26,12 +26,25 @@ from .rubrics import Rubric
 from .store import CallStore
 from .tables import atomic_write_json, atomic_write_parquet, require_columns
 
-__all__ = ["RATING_COLUMNS", "StageResult", "judge_answers", "parse_dimensions", "default_paths"]
+__all__ = ["RATING_COLUMNS", "StageResult", "default_paths", "judge_answers", "parse_dimensions"]
 
 RATING_COLUMNS = [
-    "model", "question", "judge", "item", "dimension", "score",
-    "raw", "raw_reask", "parse_status", "reason", "call_id",
-    "prompt_tokens", "completion_tokens", "rubric_id", "rubric_version", "rubric_hash",
+    "model",
+    "question",
+    "judge",
+    "item",
+    "dimension",
+    "score",
+    "raw",
+    "raw_reask",
+    "parse_status",
+    "reason",
+    "call_id",
+    "prompt_tokens",
+    "completion_tokens",
+    "rubric_id",
+    "rubric_version",
+    "rubric_hash",
 ]
 DEFAULT_JUDGE_SAMPLING = Sampling(temperature=0.0, top_p=1.0, max_tokens=256)
 
@@ -67,11 +80,15 @@ def parse_dimensions(value: Any, rubric: Rubric, where: str) -> list[str]:
             try:
                 value = json.loads(s)
             except json.JSONDecodeError:
-                raise ConfigError(f"{where}: `dimensions` value {s!r} is not a valid JSON list") from None
+                raise ConfigError(
+                    f"{where}: `dimensions` value {s!r} is not a valid JSON list"
+                ) from None
         else:
             value = [t for t in s.replace(",", " ").split() if t]
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"{where}: `dimensions` value {value!r} must be a list like [\"A\", \"T\"] or \"A,T\"")
+        raise ConfigError(
+            f'{where}: `dimensions` value {value!r} must be a list like ["A", "T"] or "A,T"'
+        )
     dims = [str(v) for v in value]
     known = set(rubric.dimension_ids)
     bad = [d for d in dims if d not in known]
@@ -135,13 +152,20 @@ def judge_answers(
     units: list[CallUnit] = []
     meta: list[tuple[int, str, str, int]] = []  # (row, judge, dim, replicate)
     skipped = 0
-    dims_cache = {d.id: (d, rubric.json_schema(d), _validator(rubric, d), _reasker(rubric, d)) for d in rubric.dimensions}
+    dims_cache = {
+        d.id: (d, rubric.json_schema(d), _validator(rubric, d), _reasker(rubric, d))
+        for d in rubric.dimensions
+    }
     for i, row in enumerate(records):
         ans = row["answer"]
         if ans is None or (isinstance(ans, float) and np.isnan(ans)):
             skipped += 1
             continue
-        dims = parse_dimensions(row["dimensions"], rubric, f"answers row {i}") if has_dims else rubric.dimension_ids
+        dims = (
+            parse_dimensions(row["dimensions"], rubric, f"answers row {i}")
+            if has_dims
+            else rubric.dimension_ids
+        )
         for did in dims:
             dim, schema, validate, reasker = dims_cache[did]
             msgs = rubric.messages(dim, row)
@@ -149,8 +173,13 @@ def judge_answers(
                 for r in range(replicates):
                     ctx = {"stage": "judge", "rubric_hash": rubric.hash, "replicate": r}
                     units.append(
-                        CallUnit(jlabel, ChatRequest.make(msgs, sampling, schema, f"rubric_{did}"), ctx,
-                                 validate=validate, reask=reasker if reask else None)
+                        CallUnit(
+                            jlabel,
+                            ChatRequest.make(msgs, sampling, schema, f"rubric_{did}"),
+                            ctx,
+                            validate=validate,
+                            reask=reasker if reask else None,
+                        )
                     )
                     meta.append((i, jlabel, did, r))
 
@@ -160,8 +189,12 @@ def judge_answers(
     stats = RunStats()
     stats.add("answers_without_text", skipped)
     run_settings = {
-        "sampling": sampling.to_dict(), "replicates": replicates, "reask": reask,
-        "store": str(store_path), "answers_rows": len(answers), **(settings or {}),
+        "sampling": sampling.to_dict(),
+        "replicates": replicates,
+        "reask": reask,
+        "store": str(store_path),
+        "answers_rows": len(answers),
+        **(settings or {}),
     }
     bar = Progress(len(units), "judge", progress)
     with CallStore(store_path) as store:
@@ -171,9 +204,17 @@ def judge_answers(
         except EndpointFatalError:
             bar.close()
             if manifest_path is not None:
-                atomic_write_json(build_manifest(command="judge", settings=run_settings, stats=stats,
-                                                 backends=judges, rubrics=[rubric], status="aborted"),
-                                  manifest_path)
+                atomic_write_json(
+                    build_manifest(
+                        command="judge",
+                        settings=run_settings,
+                        stats=stats,
+                        backends=judges,
+                        rubrics=[rubric],
+                        status="aborted",
+                    ),
+                    manifest_path,
+                )
             raise
         bar.close()
 
@@ -186,9 +227,16 @@ def judge_answers(
     if out is not None:
         atomic_write_parquet(table, out)
         outputs["ratings"] = str(out)
-    manifest = build_manifest(command="judge", settings=run_settings, stats=stats, backends=judges,
-                              rubrics=[rubric], outputs=outputs, status=status,
-                              extra={"rows": len(table), "calls": len(units)})
+    manifest = build_manifest(
+        command="judge",
+        settings=run_settings,
+        stats=stats,
+        backends=judges,
+        rubrics=[rubric],
+        outputs=outputs,
+        status=status,
+        extra={"rows": len(table), "calls": len(units)},
+    )
     if manifest_path is not None:
         atomic_write_json(manifest, manifest_path)
     return StageResult(table, manifest)

@@ -65,13 +65,21 @@ def _version(mod: str) -> str | None:
         from importlib.metadata import version
 
         return version(mod)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a version we cannot read is recorded as null
         return None
 
 
-def build_manifest(*, command: str, settings: dict[str, Any], stats: RunStats, backends: dict[str, Any],
-                   rubrics: list[Any] = (), outputs: dict[str, str] | None = None,
-                   status: str = "complete", extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_manifest(
+    *,
+    command: str,
+    settings: dict[str, Any],
+    stats: RunStats,
+    backends: dict[str, Any],
+    rubrics: list[Any] = (),
+    outputs: dict[str, str] | None = None,
+    status: str = "complete",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     from .. import __version__
 
     elapsed = stats.elapsed()
@@ -92,7 +100,9 @@ def build_manifest(*, command: str, settings: dict[str, Any], stats: RunStats, b
         "platform": f"{platform.system()} {platform.machine()}",
         "settings": settings,
         "endpoints": {label: b.describe() for label, b in backends.items()},
-        "rubrics": [{"id": r.id, "version": r.version, "hash": r.hash, "source": r.source} for r in rubrics],
+        "rubrics": [
+            {"id": r.id, "version": r.version, "hash": r.hash, "source": r.source} for r in rubrics
+        ],
         "counts": dict(sorted(stats.counts.items())),
         "tokens": {label: dict(c) for label, c in stats.tokens.items()},
         "cost": stats.cost(backends),
@@ -115,8 +125,15 @@ class Progress:
         if enabled and total:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, desc=desc, unit="call", dynamic_ncols=True,
-                             smoothing=0.1, file=sys.stderr)
+            self._bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit="call",
+                dynamic_ncols=True,
+                smoothing=0.1,
+                file=sys.stderr,
+            )
 
     def update(self, n: int = 1, **postfix: Any) -> None:
         if self._bar is not None:

@@ -57,7 +57,9 @@ def _is_quota(exc) -> bool:
     body = getattr(exc, "body", None)
     if code == "insufficient_quota":
         return True
-    if isinstance(body, dict) and (body.get("type") == "insufficient_quota" or body.get("code") == "insufficient_quota"):
+    if isinstance(body, dict) and (
+        body.get("type") == "insufficient_quota" or body.get("code") == "insufficient_quota"
+    ):
         return True
     return "insufficient_quota" in str(exc)
 
@@ -81,7 +83,9 @@ class OpenAIBackend(Backend):
         price_output_per_mtok: float | None = None,
     ):
         if not base_url:
-            raise ConfigError("--base-url is empty; give the endpoint, e.g. http://127.0.0.1:8000/v1")
+            raise ConfigError(
+                "--base-url is empty; give the endpoint, e.g. http://127.0.0.1:8000/v1"
+            )
         if concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1, got {concurrency}")
         key = os.environ.get(api_key_env)
@@ -107,7 +111,12 @@ class OpenAIBackend(Backend):
 
     # ---- identity --------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
-        ident = {"kind": self.kind, "base_url": self.base_url, "model": self.model, "structured": self.structured}
+        ident = {
+            "kind": self.kind,
+            "base_url": self.base_url,
+            "model": self.model,
+            "structured": self.structured,
+        }
         if self.extra_body:
             ident["extra_body"] = self.extra_body
         return ident
@@ -216,7 +225,11 @@ class OpenAIBackend(Backend):
                 except openai.APIStatusError as exc:
                     code = exc.status_code
                     if code >= 500 or code in (408, 409):
-                        kind, retry_after, detail = f"http_{code}", _retry_after(exc.response.headers), redact(exc)
+                        kind, retry_after, detail = (
+                            f"http_{code}",
+                            _retry_after(exc.response.headers),
+                            redact(exc),
+                        )
                     else:
                         stats.add(f"failed_http_{code}")
                         raise CallFailed(f"http_{code}", redact(exc)) from None
@@ -233,7 +246,9 @@ class OpenAIBackend(Backend):
                             text=ch.message.content,
                             finish_reason=ch.finish_reason,
                             prompt_tokens=getattr(usage, "prompt_tokens", None) if usage else None,
-                            completion_tokens=getattr(usage, "completion_tokens", None) if usage else None,
+                            completion_tokens=getattr(usage, "completion_tokens", None)
+                            if usage
+                            else None,
                             latency_s=latency,
                             retries=attempt,
                         )

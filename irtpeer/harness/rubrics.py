@@ -26,9 +26,10 @@ import hashlib
 import json
 import re
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import RubricError
 
@@ -45,7 +46,7 @@ _DEFAULT_TEMPLATE = (
     "Score each rubric item:\n{items}\n{instruction}"
 )
 _NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
-_FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?\s*```\s*$", re.S)
+_FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -212,7 +213,9 @@ def _placeholders(template: str) -> set[str]:
     try:
         return {name for _, name, _, _ in string.Formatter().parse(template) if name}
     except ValueError as exc:
-        raise RubricError(f"template {template[:60]!r}... is not a valid format string: {exc}") from None
+        raise RubricError(
+            f"template {template[:60]!r}... is not a valid format string: {exc}"
+        ) from None
 
 
 def rubric_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Rubric:
@@ -229,7 +232,9 @@ def rubric_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Rubric:
     try:
         smin, smax = int(scale["min"]), int(scale["max"])
     except (KeyError, TypeError, ValueError):
-        raise RubricError(f"{source}: `scale` must be a table with integer `min` and `max`, got {scale!r}") from None
+        raise RubricError(
+            f"{source}: `scale` must be a table with integer `min` and `max`, got {scale!r}"
+        ) from None
     if smax <= smin:
         raise RubricError(f"{source}: scale max ({smax}) must be greater than min ({smin})")
     instruction = str(data.get("instruction") or _DEFAULT_INSTRUCTION)
@@ -249,7 +254,9 @@ def rubric_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Rubric:
         for it in items_raw:
             iid = str(need(it, "id", f"an item of dimension {did!r}"))
             if iid in seen_items:
-                raise RubricError(f"{source}: item id {iid!r} appears twice; item ids must be unique")
+                raise RubricError(
+                    f"{source}: item id {iid!r} appears twice; item ids must be unique"
+                )
             seen_items.add(iid)
             items.append(Item(iid, str(need(it, "text", f"item {iid!r}"))))
         template = str(d.get("template") or base_template)
@@ -259,7 +266,9 @@ def rubric_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Rubric:
                 "the judge would not know what to score"
             )
         dims.append(
-            Dimension(did, str(d.get("name", did)), str(d.get("question", "")), tuple(items), template)
+            Dimension(
+                did, str(d.get("name", did)), str(d.get("question", "")), tuple(items), template
+            )
         )
     system = data.get("system")
     r = Rubric(
@@ -274,7 +283,9 @@ def rubric_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Rubric:
         source=source,
     )
     digest = hashlib.sha256(
-        json.dumps(_canonical(r), sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+        json.dumps(
+            _canonical(r), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        ).encode()
     ).hexdigest()
     object.__setattr__(r, "hash", digest)
     return r
@@ -312,28 +323,37 @@ def _parse(text: str, suffix: str, source: str) -> Mapping[str, Any]:
             return yaml.safe_load(text)
         if suffix == "json":
             return json.loads(text)
-    except Exception as exc:  # parse errors of three libraries
+    except Exception as exc:  # noqa: BLE001 - parse errors of three libraries
         raise RubricError(f"{source}: cannot parse the rubric file: {exc}") from None
-    raise RubricError(f"{source}: unknown rubric file type {suffix!r}; use .toml, .yaml, .yml or .json")
+    raise RubricError(
+        f"{source}: unknown rubric file type {suffix!r}; use .toml, .yaml, .yml or .json"
+    )
 
 
 def load_rubric(name_or_path: str | Path) -> Rubric:
     """Load a built-in rubric by name (``"persona"``, ``"audit"``) or a user rubric from a path."""
     p = Path(name_or_path)
     if p.is_file():
-        return rubric_from_dict(_parse(p.read_text(encoding="utf-8"), p.suffix.lstrip(".").lower(), str(p)), str(p))
+        return rubric_from_dict(
+            _parse(p.read_text(encoding="utf-8"), p.suffix.lstrip(".").lower(), str(p)), str(p)
+        )
     base = _builtin_dir()
     for ext in ("toml", "yaml", "yml", "json"):
         entry = base / f"{name_or_path}.{ext}"
         if entry.is_file():
-            return rubric_from_dict(_parse(entry.read_text(encoding="utf-8"), ext, f"builtin:{name_or_path}"), f"builtin:{name_or_path}")
+            return rubric_from_dict(
+                _parse(entry.read_text(encoding="utf-8"), ext, f"builtin:{name_or_path}"),
+                f"builtin:{name_or_path}",
+            )
     raise RubricError(
         f"--rubric {str(name_or_path)!r} is neither a file nor a built-in rubric "
         f"(built-in: {', '.join(builtin_rubrics())}); pass a path to a .toml/.yaml/.json rubric"
     )
 
 
-def validate_reply(rubric: Rubric, dim: Dimension, raw: str | None, finish_reason: str | None = None):
+def validate_reply(
+    rubric: Rubric, dim: Dimension, raw: str | None, finish_reason: str | None = None
+):
     """Check a judge reply strictly.
 
     Returns ``(scores, None)`` with ``scores`` a dict item id -> int when the reply is valid, or
@@ -368,7 +388,11 @@ def validate_reply(rubric: Rubric, dim: Dimension, raw: str | None, finish_reaso
     scores = {}
     for k in want:
         v = obj[k]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not v.is_integer()):
+        if (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or (isinstance(v, float) and not v.is_integer())
+        ):
             return None, f"value of {k} is {v!r}, not an integer"
         v = int(v)
         if not rubric.scale_min <= v <= rubric.scale_max:

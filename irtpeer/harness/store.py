@@ -56,9 +56,9 @@ class CallStore:
         self.dropped_partial = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
-    def open(self) -> "CallStore":
+    def open(self) -> CallStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+b")
+        fh = open(self.path, "a+b")  # noqa: SIM115 - held open (and locked) until close()
         try:
             import fcntl
 
@@ -99,7 +99,7 @@ class CallStore:
             self._fh.close()  # releases the lock
             self._fh = None
 
-    def __enter__(self) -> "CallStore":
+    def __enter__(self) -> CallStore:  # noqa: PYI034
         return self.open() if self._fh is None else self
 
     def __exit__(self, *exc) -> None:

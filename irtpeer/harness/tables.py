@@ -12,7 +12,13 @@ import pandas as pd
 
 from .errors import ConfigError
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_parquet", "read_table", "require_columns"]
+__all__ = [
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "read_table",
+    "require_columns",
+]
 
 
 def read_table(path: str | os.PathLike, what: str = "input") -> pd.DataFrame:
@@ -30,9 +36,11 @@ def read_table(path: str | os.PathLike, what: str = "input") -> pd.DataFrame:
             return pd.read_json(p, lines=True, dtype=False)
         if ext == ".json":
             return pd.read_json(p, dtype=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any reader error becomes a message naming the file
         raise ConfigError(f"cannot read {what} file {str(p)!r}: {exc}") from None
-    raise ConfigError(f"{what} file {str(p)!r}: unknown extension {ext!r}; use .parquet, .csv, .jsonl or .json")
+    raise ConfigError(
+        f"{what} file {str(p)!r}: unknown extension {ext!r}; use .parquet, .csv, .jsonl or .json"
+    )
 
 
 def require_columns(df: pd.DataFrame, cols: list[str], what: str, path: Any = "") -> None:
@@ -80,4 +88,6 @@ def atomic_write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+    atomic_write_bytes(
+        path, (json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    )

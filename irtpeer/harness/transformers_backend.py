@@ -18,8 +18,15 @@ class TransformersBackend(Backend):
     kind = "transformers"
     batched = True
 
-    def __init__(self, model: str, *, batch_size: int = 8, device: str = "cpu", dtype: str | None = None,
-                 trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: int = 8,
+        device: str = "cpu",
+        dtype: str | None = None,
+        trust_remote_code: bool = False,
+    ):
         self.model = str(model)
         self.batch_size = int(batch_size)
         self.device = device
@@ -34,7 +41,12 @@ class TransformersBackend(Backend):
         return {"kind": self.kind, "model": path}
 
     def describe(self) -> dict[str, Any]:
-        return {**self.identity(), "batch_size": self.batch_size, "device": self.device, "dtype": self.dtype}
+        return {
+            **self.identity(),
+            "batch_size": self.batch_size,
+            "device": self.device,
+            "dtype": self.dtype,
+        }
 
     def _load(self):
         if self._lm is None:
@@ -43,13 +55,19 @@ class TransformersBackend(Backend):
             transformers = require("transformers", "local")
             torch = require("torch", "local")
             try:
-                tok = transformers.AutoTokenizer.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+                tok = transformers.AutoTokenizer.from_pretrained(
+                    self.model, trust_remote_code=self.trust_remote_code
+                )
                 kw = {"trust_remote_code": self.trust_remote_code}
                 if self.dtype:
                     kw["dtype"] = getattr(torch, self.dtype)
-                lm = transformers.AutoModelForCausalLM.from_pretrained(self.model, **kw).to(self.device)
+                lm = transformers.AutoModelForCausalLM.from_pretrained(self.model, **kw).to(
+                    self.device
+                )
             except OSError as exc:
-                raise ConfigError(f"cannot load the transformers model {self.model!r}: {exc}") from None
+                raise ConfigError(
+                    f"cannot load the transformers model {self.model!r}: {exc}"
+                ) from None
             lm.eval()
             tok.padding_side = "left"
             if tok.pad_token is None:
@@ -76,12 +94,23 @@ class TransformersBackend(Backend):
         for sampling, idx in groups.items():
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start : start + self.batch_size]
-                texts = [tok.apply_chat_template(requests[i].message_dicts(), tokenize=False,
-                                                 add_generation_prompt=True) for i in chunk]
-                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-                gen: dict[str, Any] = {"max_new_tokens": sampling.max_tokens, "pad_token_id": tok.pad_token_id}
+                texts = [
+                    tok.apply_chat_template(
+                        requests[i].message_dicts(), tokenize=False, add_generation_prompt=True
+                    )
+                    for i in chunk
+                ]
+                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+                    self.device
+                )
+                gen: dict[str, Any] = {
+                    "max_new_tokens": sampling.max_tokens,
+                    "pad_token_id": tok.pad_token_id,
+                }
                 if sampling.temperature > 0:
-                    gen.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
+                    gen.update(
+                        do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p
+                    )
                 else:
                     gen.update(do_sample=False)
                 if sampling.seed is not None:

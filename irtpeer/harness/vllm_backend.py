@@ -30,8 +30,16 @@ class VLLMBackend(Backend):
     kind = "vllm"
     batched = True
 
-    def __init__(self, model: str, *, engine_kwargs: dict[str, Any] | None = None, structured: bool = True,
-                 batch_size: int = 1024, llm: Any = None, vllm_module: Any = None):
+    def __init__(
+        self,
+        model: str,
+        *,
+        engine_kwargs: dict[str, Any] | None = None,
+        structured: bool = True,
+        batch_size: int = 1024,
+        llm: Any = None,
+        vllm_module: Any = None,
+    ):
         self.model = str(model)
         self.engine_kwargs = dict(engine_kwargs or {})
         self.structured = bool(structured)
@@ -41,11 +49,23 @@ class VLLMBackend(Backend):
         self._mod = vllm_module
 
     def identity(self) -> dict[str, Any]:
-        return {"kind": self.kind, "model": self.model, "structured": self.structured,
-                "engine": {k: v for k, v in sorted(self.engine_kwargs.items()) if k in ("max_model_len", "dtype", "quantization", "revision")}}
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "structured": self.structured,
+            "engine": {
+                k: v
+                for k, v in sorted(self.engine_kwargs.items())
+                if k in ("max_model_len", "dtype", "quantization", "revision")
+            },
+        }
 
     def describe(self) -> dict[str, Any]:
-        return {**self.identity(), "engine_kwargs": self.engine_kwargs, "batch_size": self.batch_size}
+        return {
+            **self.identity(),
+            "engine_kwargs": self.engine_kwargs,
+            "batch_size": self.batch_size,
+        }
 
     # ---- the vLLM boundary -----------------------------------------------------------------
     def _vllm(self):
@@ -79,7 +99,11 @@ class VLLMBackend(Backend):
     # ---- requests and results --------------------------------------------------------------
     def sampling_params(self, req: ChatRequest):
         s = req.sampling
-        kw: dict[str, Any] = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens}
+        kw: dict[str, Any] = {
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+        }
         if s.seed is not None:
             kw["seed"] = s.seed
         if req.schema is not None and self.structured:
@@ -111,7 +135,11 @@ class VLLMBackend(Backend):
         outs = llm.chat(convs, sampling_params=params, use_tqdm=False)
         dt = (time.perf_counter() - t0) / max(1, len(requests))
         if len(outs) != len(requests):
-            return [CallFailed("engine", f"vLLM returned {len(outs)} outputs for {len(requests)} prompts")] * len(requests)
+            return [
+                CallFailed(
+                    "engine", f"vLLM returned {len(outs)} outputs for {len(requests)} prompts"
+                )
+            ] * len(requests)
         results = [self.parse_output(o) for o in outs]
         for r in results:
             if isinstance(r, ChatResult):

@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from fake_openai import FakeOpenAIServer  # noqa: E402
+from fake_openai import FakeOpenAIServer
 
 TEST_KEY = "sk-irtpeer-TEST-9f8e7d6c5b4a3210zyxw"
 
@@ -39,8 +39,15 @@ def make_answers(n_questions: int = 4, models=("m1", "m2"), dimensions=None) -> 
     rows = []
     for m in models:
         for q in range(n_questions):
-            rows.append({"model": m, "question": f"q{q}", "prompt": f"PROMPT-Q{q} please help",
-                         "answer": f"ANSWER-{m}-Q{q}", **({"dimensions": dimensions} if dimensions is not None else {})})
+            rows.append(
+                {
+                    "model": m,
+                    "question": f"q{q}",
+                    "prompt": f"PROMPT-Q{q} please help",
+                    "answer": f"ANSWER-{m}-Q{q}",
+                    **({"dimensions": dimensions} if dimensions is not None else {}),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -70,18 +77,54 @@ def tiny_chat_model(tmp_path_factory):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    words = ("hello please help the answer is yes no maybe because of a reason question "
-             "prompt user assistant system good bad true false one two three").split()
+    words = [
+        "hello",
+        "please",
+        "help",
+        "the",
+        "answer",
+        "is",
+        "yes",
+        "no",
+        "maybe",
+        "because",
+        "of",
+        "a",
+        "reason",
+        "question",
+        "prompt",
+        "user",
+        "assistant",
+        "system",
+        "good",
+        "bad",
+        "true",
+        "false",
+        "one",
+        "two",
+        "three",
+    ]
     special = ["<pad>", "<unk>", "<eos>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"]
     vocab = {w: i for i, w in enumerate(special + words)}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>"
+    )
     tok.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-                      pad_token_id=0, eos_token_id=2, bos_token_id=None)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        eos_token_id=2,
+        bos_token_id=None,
+    )
     model = LlamaForCausalLM(cfg)
     path = tmp_path_factory.mktemp("tiny_chat_model")
     model.save_pretrained(path)

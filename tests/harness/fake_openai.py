@@ -23,7 +23,9 @@ _KEYS = re.compile(r"exactly \w+ keys: ([A-Za-z0-9_, ]+?)\.")
 
 @dataclass
 class Fault:
-    action: str  # status | timeout | malformed | missing | extra | notjson | fenced | quota | length
+    action: (
+        str  # status | timeout | malformed | missing | extra | notjson | fenced | quota | length
+    )
     match: str | None = None
     times: int = 1
     status: int = 500
@@ -73,7 +75,7 @@ class FakeOpenAIServer:
     def fingerprints(self) -> list[str]:
         return [fingerprint(r["body"]) for r in self.requests]
 
-    def start(self) -> "FakeOpenAIServer":
+    def start(self) -> FakeOpenAIServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -123,8 +125,11 @@ class FakeOpenAIServer:
                 status, extra_headers, payload, delay = self._respond(method, path, headers, raw)
                 if delay:
                     await asyncio.sleep(delay)
-                hdr = [f"HTTP/1.1 {status} X", f"Content-Length: {len(payload)}",
-                       "Content-Type: application/json"]
+                hdr = [
+                    f"HTTP/1.1 {status} X",
+                    f"Content-Length: {len(payload)}",
+                    "Content-Type: application/json",
+                ]
                 hdr += [f"{k}: {v}" for k, v in (extra_headers or {}).items()]
                 writer.write(("\r\n".join(hdr) + "\r\n\r\n").encode("latin-1") + payload)
                 await writer.drain()
@@ -135,7 +140,7 @@ class FakeOpenAIServer:
         finally:
             try:
                 writer.close()
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - the client may be gone already
                 pass
 
     def _respond(self, method: str, path: str, headers: dict, raw: bytes):
@@ -159,8 +164,13 @@ class FakeOpenAIServer:
                     break
         if self.api_key is not None and auth != f"Bearer {self.api_key}":
             given = auth.removeprefix("Bearer ")
-            msg = {"error": {"message": f"Incorrect API key provided: {given}.", "type": "invalid_request_error",
-                             "code": "invalid_api_key"}}
+            msg = {
+                "error": {
+                    "message": f"Incorrect API key provided: {given}.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            }
             return 401, None, json.dumps(msg).encode(), 0
         delay = self.delay
         content = self._content(body)
@@ -172,10 +182,20 @@ class FakeOpenAIServer:
         if fault is not None:
             a = fault.action
             if a == "status":
-                return fault.status, fault.headers, json.dumps(fault.body or {"error": {"message": "injected"}}).encode(), fault.delay
+                return (
+                    fault.status,
+                    fault.headers,
+                    json.dumps(fault.body or {"error": {"message": "injected"}}).encode(),
+                    fault.delay,
+                )
             if a == "quota":
-                msg = {"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota",
-                                 "code": "insufficient_quota"}}
+                msg = {
+                    "error": {
+                        "message": "You exceeded your current quota.",
+                        "type": "insufficient_quota",
+                        "code": "insufficient_quota",
+                    }
+                }
                 return 429, None, json.dumps(msg).encode(), 0
             if a == "timeout":
                 delay = fault.delay
@@ -185,7 +205,7 @@ class FakeOpenAIServer:
                 content = content[: max(1, len(content) // 2)]
             elif a == "missing":
                 obj = json.loads(content)
-                obj.pop(sorted(obj)[-1])
+                obj.pop(max(obj))
                 content = json.dumps(obj)
             elif a == "extra":
                 obj = json.loads(content)
@@ -197,12 +217,22 @@ class FakeOpenAIServer:
                 content, finish = content[:5], "length"
         ptok = len(text) // 4
         reply = {
-            "id": f"chatcmpl-{self.count}", "object": "chat.completion", "created": 0,
+            "id": f"chatcmpl-{self.count}",
+            "object": "chat.completion",
+            "created": 0,
             "model": body.get("model", "?"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                         "finish_reason": finish}],
-            "usage": {"prompt_tokens": ptok, "completion_tokens": len(content) // 4,
-                      "total_tokens": ptok + len(content) // 4},
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": ptok,
+                "completion_tokens": len(content) // 4,
+                "total_tokens": ptok + len(content) // 4,
+            },
         }
         return 200, None, json.dumps(reply).encode(), delay
 

@@ -13,8 +13,14 @@ from irtpeer.harness.manifest import RunStats
 
 
 def _questions(tmp_path, n=3):
-    q = pd.DataFrame({"question": [f"q{i}" for i in range(n)], "prompt": [f"PROMPT-Q{i} please help" for i in range(n)],
-                      "dimensions": ["A,T"] * n, "topic": ["x"] * n})
+    q = pd.DataFrame(
+        {
+            "question": [f"q{i}" for i in range(n)],
+            "prompt": [f"PROMPT-Q{i} please help" for i in range(n)],
+            "dimensions": ["A,T"] * n,
+            "topic": ["x"] * n,
+        }
+    )
     p = tmp_path / "questions.csv"
     q.to_csv(p, index=False)
     return p
@@ -23,13 +29,34 @@ def _questions(tmp_path, n=3):
 def test_answer_cli_against_server_and_resume(tmp_path, server, api_key):
     qp = _questions(tmp_path)
     out = tmp_path / "answers.parquet"
-    argv = ["answer", qp, "--base-url", server.url, "--model", "eval-1", "--model", "eval-2", "--out", out,
-            "--api-key-env", api_key, "--system", "Be brief.", "--temperature", "0.7", "--seed", "3", "--no-progress"]
+    argv = [
+        "answer",
+        qp,
+        "--base-url",
+        server.url,
+        "--model",
+        "eval-1",
+        "--model",
+        "eval-2",
+        "--out",
+        out,
+        "--api-key-env",
+        api_key,
+        "--system",
+        "Be brief.",
+        "--temperature",
+        "0.7",
+        "--seed",
+        "3",
+        "--no-progress",
+    ]
     assert run_cli(argv) == 0
     a = pd.read_parquet(out)
     assert len(a) == 6 and set(a["model"]) == {"eval-1", "eval-2"}
     assert a["answer"].str.contains("An answer to: PROMPT-Q").all()
-    assert (a["status"] == "ok").all() and list(a["dimensions"].unique()) == ["A,T"] and "topic" in a
+    assert (
+        (a["status"] == "ok").all() and list(a["dimensions"].unique()) == ["A,T"] and "topic" in a
+    )
     body = server.requests[0]["body"]
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}
     assert body["temperature"] == 0.7 and body["seed"] == 3 and "response_format" not in body
@@ -42,8 +69,10 @@ def test_transformers_backend_generates_and_reports_usage(tiny_chat_model):
     from irtpeer.harness.transformers_backend import TransformersBackend
 
     b = TransformersBackend(str(tiny_chat_model), batch_size=2)
-    reqs = [ChatRequest.make([{"role": "user", "content": p}], Sampling(max_tokens=5))
-            for p in ["hello please help", "the answer is yes", "one two three"]]
+    reqs = [
+        ChatRequest.make([{"role": "user", "content": p}], Sampling(max_tokens=5))
+        for p in ["hello please help", "the answer is yes", "one two three"]
+    ]
     stats = RunStats()
     out = b.chat_batch(reqs, stats)
     assert len(out) == 3 and stats.counts["requests_sent"] == 3
@@ -56,7 +85,9 @@ def test_transformers_backend_generates_and_reports_usage(tiny_chat_model):
     assert [r.text for r in again] == [r.text for r in out]
 
 
-def test_run_config_answers_with_a_local_checkpoint_and_judges_with_a_server(tmp_path, server, api_key, tiny_chat_model):
+def test_run_config_answers_with_a_local_checkpoint_and_judges_with_a_server(
+    tmp_path, server, api_key, tiny_chat_model
+):
     qp = _questions(tmp_path, 2)
     cfg = tmp_path / "eval.toml"
     cfg.write_text(f"""
@@ -96,7 +127,9 @@ price_output_per_mtok = 2.0
     am = json.loads((tmp_path / "answers.manifest.json").read_text())
     assert am["counts"]["calls_done"] == 4
     n = server.count
-    assert run_cli(["run", cfg, "--no-progress"]) == 0 and server.count == n  # resumed: nothing re-sent
+    assert (
+        run_cli(["run", cfg, "--no-progress"]) == 0 and server.count == n
+    )  # resumed: nothing re-sent
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -16,9 +16,28 @@ from fake_openai import FakeOpenAIServer
 
 
 def _cmd(ap, out, url):
-    return [sys.executable, "-m", "irtpeer", "judge", str(ap), "--base-url", url,
-            "--judge", "judge-a", "--judge", "judge-b", "--rubric", "persona", "--out", str(out),
-            "--concurrency", "4", "--api-key-env", "IRTPEER_TEST_KEY", "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "irtpeer",
+        "judge",
+        str(ap),
+        "--base-url",
+        url,
+        "--judge",
+        "judge-a",
+        "--judge",
+        "judge-b",
+        "--rubric",
+        "persona",
+        "--out",
+        str(out),
+        "--concurrency",
+        "4",
+        "--api-key-env",
+        "IRTPEER_TEST_KEY",
+        "--no-progress",
+    ]
 
 
 def _lines(path):
@@ -29,18 +48,24 @@ def _lines(path):
 
 def test_sigkill_then_rerun_completes_without_repeating_finished_calls(tmp_path):
     env = dict(os.environ, IRTPEER_TEST_KEY=TEST_KEY, NO_PROXY="127.0.0.1,localhost")
-    answers = make_answers(20, models=("m1", "m2"), dimensions="A,E")  # 40 answers x 2 judges x 2 dims
+    answers = make_answers(
+        20, models=("m1", "m2"), dimensions="A,E"
+    )  # 40 answers x 2 judges x 2 dims
     n_calls = 40 * 2 * 2
     ap = tmp_path / "answers.parquet"
     answers.to_parquet(ap)
     out = tmp_path / "ratings.parquet"
     store = tmp_path / "ratings.calls.jsonl"
     with FakeOpenAIServer(delay=0.02) as srv:
-        proc = subprocess.Popen(_cmd(ap, out, srv.url), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            _cmd(ap, out, srv.url), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 60
         while _lines(store) < 40 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.01)
-        assert proc.poll() is None, f"the run finished before it could be killed: {proc.communicate()}"
+        assert proc.poll() is None, (
+            f"the run finished before it could be killed: {proc.communicate()}"
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         assert proc.returncode == -signal.SIGKILL
@@ -51,7 +76,14 @@ def test_sigkill_then_rerun_completes_without_repeating_finished_calls(tmp_path)
         in_flight = sent_first - finished
         assert 0 <= in_flight <= 4  # at most `concurrency` requests were in flight at the kill
 
-        done = subprocess.run(_cmd(ap, out, srv.url), env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            check=False,
+            args=_cmd(ap, out, srv.url),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         m = json.loads((tmp_path / "ratings.manifest.json").read_text())
         assert m["counts"]["calls_cached"] == finished
@@ -65,7 +97,14 @@ def test_sigkill_then_rerun_completes_without_repeating_finished_calls(tmp_path)
 
         # a third run of the same command sends nothing at all
         before = srv.count
-        third = subprocess.run(_cmd(ap, out, srv.url), env=env, capture_output=True, text=True, timeout=60)
+        third = subprocess.run(
+            check=False,
+            args=_cmd(ap, out, srv.url),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert third.returncode == 0, third.stderr
         assert srv.count == before
 

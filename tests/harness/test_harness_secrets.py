@@ -17,10 +17,28 @@ def _run(tmp_path, url, key, *extra, debug_logs=True):
     ap = tmp_path / "answers.parquet"
     if not ap.exists():
         make_answers(3, models=("m1",), dimensions="A,T").to_parquet(ap)
-    cmd = [sys.executable, "-m", "irtpeer", "judge", str(ap), "--base-url", url, "--judge", "judge-a",
-           "--out", str(tmp_path / "ratings.parquet"), "--api-key-env", "IRTPEER_TEST_KEY",
-           "--backoff-base", "0.01", "--progress", *extra]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    cmd = [
+        sys.executable,
+        "-m",
+        "irtpeer",
+        "judge",
+        str(ap),
+        "--base-url",
+        url,
+        "--judge",
+        "judge-a",
+        "--out",
+        str(tmp_path / "ratings.parquet"),
+        "--api-key-env",
+        "IRTPEER_TEST_KEY",
+        "--backoff-base",
+        "0.01",
+        "--progress",
+        *extra,
+    ]
+    return subprocess.run(
+        check=False, args=cmd, env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def _assert_nowhere(tmp_path, proc, key):
@@ -41,15 +59,21 @@ def test_key_is_used_but_never_written(tmp_path):
         srv.add_fault("missing", match="PROMPT-Q2 ", times=2)
         proc = _run(tmp_path, srv.url, TEST_KEY)
         assert proc.returncode == 0, proc.stderr
-        assert all(r["auth"] == f"Bearer {TEST_KEY}" for r in srv.requests), "the key was really sent"
+        assert all(r["auth"] == f"Bearer {TEST_KEY}" for r in srv.requests), (
+            "the key was really sent"
+        )
     assert (tmp_path / "ratings.parquet").exists() and (tmp_path / "ratings.manifest.json").exists()
-    assert "IRTPEER_TEST_KEY" in (tmp_path / "ratings.manifest.json").read_text()  # the name, not the value
+    assert (
+        "IRTPEER_TEST_KEY" in (tmp_path / "ratings.manifest.json").read_text()
+    )  # the name, not the value
     _assert_nowhere(tmp_path, proc, TEST_KEY)
 
 
 def test_401_that_echoes_the_key_is_fatal_counted_and_redacted(tmp_path):
     wrong = "sk-WRONG-abcdef0123456789ABCDEFghij"
-    with FakeOpenAIServer(api_key=TEST_KEY) as srv:  # answers 401 "Incorrect API key provided: <key>"
+    with FakeOpenAIServer(
+        api_key=TEST_KEY
+    ) as srv:  # answers 401 "Incorrect API key provided: <key>"
         proc = _run(tmp_path, srv.url, wrong)
         assert srv.count == 1, "a 401 is fatal: no retries, no further calls"
     assert proc.returncode == 2
