@@ -20,6 +20,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from .errors import redact
+
 __all__ = ["Progress", "RunStats", "build_manifest"]
 
 
@@ -108,7 +110,7 @@ def build_manifest(
         "cost": stats.cost(backends),
         "throughput_calls_per_s": round(done / elapsed, 3) if elapsed > 0 else None,
         "outputs": outputs or {},
-        "argv": [a for a in sys.argv],
+        "argv": [redact(a) for a in sys.argv],
     }
     if extra:
         m.update(extra)

@@ -255,3 +255,16 @@ def test_user_errors_are_messages_not_tracebacks(tmp_path, server, api_key, caps
     err = capsys.readouterr().err
     assert code == 2 and "'Z'" in err and "dimensions" in err
     assert server.count == 0
+
+
+def test_ratings_table_is_accepted_by_the_calibration_loader(tmp_path, server, api_key):
+    from irtpeer.ratings import load_ratings
+
+    answers = make_answers(4, dimensions="A,E")
+    server.add_fault("missing", match="ANSWER-m2-Q3", times=4)  # both dimensions, first reply and re-ask
+    code, r, _ = _judge(tmp_path, server, api_key, answers, "--judge", "judge-b", "--no-reask")
+    assert code == 0
+    assert r["score"].isna().sum() == 2 * 2 * 3  # m2/q3: 2 judges x 2 dimensions x 3 items, no re-ask
+    ratings = load_ratings(tmp_path / "ratings.parquet")
+    assert ratings.facets == ["question", "judge", "item"] and ratings.dimensions == ["A", "E"]
+    assert len(ratings) == len(r) - r["score"].isna().sum()  # nulls are missing data, never zeros
