@@ -1,17 +1,12 @@
 import os
-from pathlib import Path
 
 import pytest
+from irtpeer_paths import SHARED_DATA
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
 
-REPO = Path(__file__).resolve().parents[1]
-TESTS = Path(__file__).resolve().parent
-REFS = TESTS / "references"
-DATA = TESTS / "data"
-SHARED_DATA = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture

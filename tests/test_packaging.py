@@ -5,7 +5,7 @@ import subprocess
 import sys
 import zipfile
 
-from conftest import REPO
+from irtpeer_paths import REPO
 
 
 def test_wheel_contents_and_installed_copy_work(tmp_path):

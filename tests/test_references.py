@@ -10,7 +10,7 @@ Acceptance: measures within 1e-4 logits and SEs within 1e-3 relative. We hold th
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DATA, REFS
+from irtpeer_paths import DATA, REFS
 
 import irtpeer
 

@@ -10,7 +10,6 @@ passed-through columns. A call that fails for good leaves ``answer`` null with `
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +17,10 @@ import numpy as np
 import pandas as pd
 
 from .backend import Backend, ChatRequest, Sampling
-from .errors import ConfigError, EndpointFatalError
-from .executor import CallUnit, run_units
+from .errors import ConfigError
+from .executor import CallUnit, execute_stage
 from .judge import StageResult, default_paths
-from .manifest import Progress, RunStats, build_manifest
-from .store import CallStore
+from .manifest import RunStats, build_manifest
 from .tables import atomic_write_json, atomic_write_parquet, require_columns
 
 __all__ = ["DEFAULT_ANSWER_SAMPLING", "answer_questions"]
@@ -86,26 +84,16 @@ def answer_questions(
         "questions": len(questions),
         **(settings or {}),
     }
-    bar = Progress(len(units), "answer", progress)
-    with CallStore(store_path) as store:
-        stats.add("store_records_at_start", store.loaded)
-        try:
-            asyncio.run(run_units(units, models, store, stats, progress=bar))
-        except EndpointFatalError:
-            bar.close()
-            if manifest_path is not None:
-                atomic_write_json(
-                    build_manifest(
-                        command="answer",
-                        settings=run_settings,
-                        stats=stats,
-                        backends=models,
-                        status="aborted",
-                    ),
-                    manifest_path,
-                )
-            raise
-        bar.close()
+    execute_stage(
+        command="answer",
+        units=units,
+        backends=models,
+        store_path=store_path,
+        stats=stats,
+        run_settings=run_settings,
+        manifest_path=manifest_path,
+        progress=progress,
+    )
 
     passthrough = [c for c in questions.columns if c not in ("question", "prompt", "system")]
     rows = []

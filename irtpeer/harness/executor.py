@@ -22,8 +22,9 @@ from typing import Any
 
 from .backend import Backend, ChatRequest, ChatResult
 from .errors import CallFailed, EndpointFatalError
-from .manifest import Progress, RunStats
+from .manifest import Progress, RunStats, build_manifest
 from .store import CallStore, call_key
+from .tables import atomic_write_json
 
 __all__ = ["CallUnit", "run_units"]
 
@@ -259,3 +260,45 @@ async def _drive_batched(
                 queue.append(u)
             elif progress:
                 progress.update()
+
+
+def execute_stage(
+    *,
+    command: str,
+    units: list[CallUnit],
+    backends: dict[str, Any],
+    store_path,
+    stats: RunStats,
+    run_settings: dict[str, Any],
+    manifest_path,
+    progress: bool,
+    rubrics: list[Any] = (),
+) -> None:
+    """Run a stage's calls against its store, with a progress bar.
+
+    When an endpoint fails fatally (a wrong key, an exhausted quota) the manifest is written with
+    status ``aborted`` before the error propagates, so the run's counts are never lost.
+    """
+    import asyncio
+
+    bar = Progress(len(units), command, progress)
+    with CallStore(store_path) as store:
+        stats.add("store_records_at_start", store.loaded)
+        try:
+            asyncio.run(run_units(units, backends, store, stats, progress=bar))
+        except EndpointFatalError:
+            bar.close()
+            if manifest_path is not None:
+                atomic_write_json(
+                    build_manifest(
+                        command=command,
+                        settings=run_settings,
+                        stats=stats,
+                        backends=backends,
+                        rubrics=list(rubrics),
+                        status="aborted",
+                    ),
+                    manifest_path,
+                )
+            raise
+        bar.close()

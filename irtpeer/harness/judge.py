@@ -9,7 +9,6 @@ rerun of the same command retries exactly those calls and nothing else.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +18,10 @@ import numpy as np
 import pandas as pd
 
 from .backend import Backend, ChatRequest, ChatResult, Sampling
-from .errors import ConfigError, EndpointFatalError, RubricError
-from .executor import CallUnit, run_units
-from .manifest import Progress, RunStats, build_manifest
+from .errors import ConfigError, RubricError
+from .executor import CallUnit, execute_stage
+from .manifest import RunStats, build_manifest
 from .rubrics import Rubric
-from .store import CallStore
 from .tables import atomic_write_json, atomic_write_parquet, require_columns
 
 __all__ = ["RATING_COLUMNS", "StageResult", "default_paths", "judge_answers", "parse_dimensions"]
@@ -196,27 +194,17 @@ def judge_answers(
         "answers_rows": len(answers),
         **(settings or {}),
     }
-    bar = Progress(len(units), "judge", progress)
-    with CallStore(store_path) as store:
-        stats.add("store_records_at_start", store.loaded)
-        try:
-            asyncio.run(run_units(units, judges, store, stats, progress=bar))
-        except EndpointFatalError:
-            bar.close()
-            if manifest_path is not None:
-                atomic_write_json(
-                    build_manifest(
-                        command="judge",
-                        settings=run_settings,
-                        stats=stats,
-                        backends=judges,
-                        rubrics=[rubric],
-                        status="aborted",
-                    ),
-                    manifest_path,
-                )
-            raise
-        bar.close()
+    execute_stage(
+        command="judge",
+        units=units,
+        backends=judges,
+        store_path=store_path,
+        stats=stats,
+        run_settings=run_settings,
+        manifest_path=manifest_path,
+        progress=progress,
+        rubrics=[rubric],
+    )
 
     table = _ratings_table(units, meta, records, rubric, replicates)
     nfail = sum(u.status == "failed" for u in units)

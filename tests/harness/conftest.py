@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 os.environ["NO_PROXY"] = "127.0.0.1,localhost"
@@ -18,8 +17,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from fake_openai import FakeOpenAIServer
-
-TEST_KEY = "sk-irtpeer-TEST-9f8e7d6c5b4a3210zyxw"
+from harness_support import TEST_KEY, make_answers
 
 
 @pytest.fixture
@@ -35,33 +33,11 @@ def api_key(monkeypatch):
     return "IRTPEER_TEST_KEY"
 
 
-def make_answers(n_questions: int = 4, models=("m1", "m2"), dimensions=None) -> pd.DataFrame:
-    rows = []
-    for m in models:
-        for q in range(n_questions):
-            rows.append(
-                {
-                    "model": m,
-                    "question": f"q{q}",
-                    "prompt": f"PROMPT-Q{q} please help",
-                    "answer": f"ANSWER-{m}-Q{q}",
-                    **({"dimensions": dimensions} if dimensions is not None else {}),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
 @pytest.fixture
 def answers_file(tmp_path):
     p = tmp_path / "answers.parquet"
     make_answers().to_parquet(p)
     return p
-
-
-def run_cli(argv: list[str]) -> int:
-    from irtpeer.cli import main
-
-    return main([str(a) for a in argv])
 
 
 CHAT_TEMPLATE = (

@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import run_cli
+from harness_support import run_cli
 
 from irtpeer.harness.backend import ChatRequest, Sampling
 from irtpeer.harness.manifest import RunStats

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from conftest import make_answers, run_cli
+from harness_support import make_answers, run_cli
 
 from irtpeer.harness.rubrics import load_rubric
 

@@ -11,8 +11,8 @@ import sys
 import time
 
 import pandas as pd
-from conftest import TEST_KEY, make_answers
 from fake_openai import FakeOpenAIServer
+from harness_support import TEST_KEY, make_answers
 
 
 def _cmd(ap, out, url):

@@ -6,8 +6,8 @@ import os
 import subprocess
 import sys
 
-from conftest import TEST_KEY, make_answers
 from fake_openai import FakeOpenAIServer
+from harness_support import TEST_KEY, make_answers
 
 
 def _run(tmp_path, url, key, *extra, debug_logs=True):

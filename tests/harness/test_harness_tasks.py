@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import run_cli
+from harness_support import run_cli
 
 from irtpeer.harness.tasks import classify_sycophancy, is_refusal
 

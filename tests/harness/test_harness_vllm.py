@@ -9,8 +9,8 @@ import os
 from types import SimpleNamespace
 
 import pytest
-from conftest import make_answers
 from fake_openai import score_for
+from harness_support import make_answers
 
 from irtpeer.harness.judge import judge_answers
 from irtpeer.harness.rubrics import load_rubric
