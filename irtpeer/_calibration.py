@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import IrtpeerError
+from ._io import atomic_write_text, json_default
 from .ratings import Ratings
 from .spec import ModelSpec
 
@@ -27,24 +27,6 @@ _MEASURE_COLUMNS = [
     "dimension", "facet", "element", "measure", "se", "se_model", "count", "total",
     "observed_average", "status",
 ]
-
-
-def _atomic_write_text(path: Path, text: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes private files; keep the usual permissions
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclass
@@ -276,9 +258,9 @@ class Calibration:
         }
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, default=_json_default)
+        text = json.dumps(self.to_dict(), indent=2, default=json_default)
         if path is not None:
-            _atomic_write_text(Path(path), text)
+            atomic_write_text(Path(path), text)
         return text
 
     def to_csv(self, directory: str | os.PathLike) -> dict[str, Path]:
@@ -297,27 +279,14 @@ class Calibration:
             "convergence": out / "convergence.csv",
             "calibration": out / "calibration.json",
         }
-        _atomic_write_text(paths["measures"], self.measures.to_csv(index=False))
-        _atomic_write_text(paths["scores"], self.scores.to_csv(index=False))
-        _atomic_write_text(paths["convergence"], self.convergence.to_csv(index=False))
+        atomic_write_text(paths["measures"], self.measures.to_csv(index=False))
+        atomic_write_text(paths["scores"], self.scores.to_csv(index=False))
+        atomic_write_text(paths["convergence"], self.convergence.to_csv(index=False))
         meta = self.to_dict()
         meta.pop("measures")
         meta.pop("scores")
-        _atomic_write_text(paths["calibration"], json.dumps(meta, indent=2, default=_json_default))
+        atomic_write_text(paths["calibration"], json.dumps(meta, indent=2, default=json_default))
         return paths
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        v = float(o)
-        return v if math.isfinite(v) else None
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def _raw_and_z(ratings: Ratings, dims: list[str]):

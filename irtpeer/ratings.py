@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import _io
 from ._errors import RatingsError
 
 __all__ = ["DEFAULT_FACETS", "Ratings", "load_ratings", "read_table"]
@@ -22,6 +22,9 @@ __all__ = ["DEFAULT_FACETS", "Ratings", "load_ratings", "read_table"]
 DEFAULT_FACETS = ("question", "judge", "item")
 
 _DUPLICATE_POLICIES = ("error", "keep", "mean")
+
+#: Text that means "no score" in a score column (only there: in a name column only "" is missing).
+_SCORE_NA_TOKENS = ("na", "n/a", "nan", "null", "none", "<na>")
 
 
 def _rows(idx, limit: int = 5) -> str:
@@ -33,25 +36,8 @@ def _rows(idx, limit: int = 5) -> str:
 
 
 def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a parquet or CSV/TSV file into a DataFrame, with a clear error when it cannot."""
-    p = Path(path)
-    if not p.exists():
-        raise RatingsError(f"ratings file not found: {str(p)!r}; check the path")
-    if p.is_dir():
-        raise RatingsError(f"{str(p)!r} is a folder; give the path of a .parquet or .csv file")
-    suffix = p.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(p)
-        if suffix in (".csv", ".txt"):
-            return pd.read_csv(p)
-        if suffix == ".tsv":
-            return pd.read_csv(p, sep="\t")
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise RatingsError(f"could not read {str(p)!r} as {suffix[1:]}: {exc}") from None
-    raise RatingsError(
-        f"unknown ratings file type {suffix!r} for {str(p)!r}: use .parquet, .csv or .tsv"
-    )
+    """Read a parquet or CSV/TSV ratings file; in a CSV only an empty cell is missing."""
+    return _io.read_table(path, "ratings", error=RatingsError)
 
 
 @dataclass
@@ -96,6 +82,10 @@ class Ratings:
 def _coerce_scores(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]:
     """Return (integer scores, null mask); raise on anything that is not an integer."""
     s = values
+    if not pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        # a score (not a name) written as NA/null/None/nan by R or pandas is a missing judgment
+        text = s.astype("string").str.strip()
+        s = s.mask(text.str.lower().isin(_SCORE_NA_TOKENS).fillna(False) | (text == ""))
     if pd.api.types.is_bool_dtype(s):
         s = s.astype("Int64")
     null = s.isna().to_numpy()

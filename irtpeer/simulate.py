@@ -29,7 +29,7 @@ class Simulation:
     settings: dict
 
     def to_files(self, directory: str | os.PathLike) -> dict[str, Path]:
-        from ._calibration import _atomic_write_text
+        from ._io import atomic_write_text
 
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
@@ -37,7 +37,7 @@ class Simulation:
         tmp = out / ".ratings.parquet.tmp"
         self.ratings.to_parquet(tmp, index=False)
         os.replace(tmp, paths["ratings"])
-        _atomic_write_text(paths["truth"], self.truth.to_csv(index=False))
+        atomic_write_text(paths["truth"], self.truth.to_csv(index=False))
         return paths
 
 

@@ -1,0 +1,145 @@
+"""The one place that reads input tables and writes output files.
+
+* :func:`read_table` reads parquet, CSV/TSV and JSON(-lines) tables by file extension. In a CSV
+  only an empty cell is missing: ``NA``, ``null``, ``None`` and ``nan`` are names like any other
+  (a model called ``None`` is a model), and every column comes in as text, so ``001`` stays
+  ``001``. Numeric columns are converted by whoever needs numbers.
+* ``atomic_write_*`` write to a temporary file in the target folder, fsync it and rename it into
+  place, so an interrupted run never leaves a partial file that looks complete.
+
+Every stage of the pipeline (ratings, harness, analyses, report, CLI) uses these.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._errors import IrtpeerError
+
+__all__ = [
+    "TABLE_SUFFIXES",
+    "atomic_write_bytes",
+    "atomic_write_csv",
+    "atomic_write_json",
+    "atomic_write_parquet",
+    "atomic_write_text",
+    "json_default",
+    "read_table",
+]
+
+#: File extensions :func:`read_table` understands.
+TABLE_SUFFIXES = (".parquet", ".pq", ".csv", ".txt", ".tsv", ".jsonl", ".ndjson", ".json")
+
+
+def read_table(
+    path: str | os.PathLike,
+    what: str = "input",
+    *,
+    error: type[IrtpeerError] = IrtpeerError,
+    empty_as_missing: bool = True,
+) -> pd.DataFrame:
+    """Read a table by extension; raise ``error`` naming ``what`` and the file when it cannot.
+
+    In CSV/TSV files every column is read as text and only an empty cell is missing (``NaN``
+    when ``empty_as_missing``, else the empty string).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise error(f"{what} file not found: {str(p)!r}; check the path")
+    if p.is_dir():
+        raise error(f"{what} path {str(p)!r} is a folder; give the path of a table file")
+    ext = p.suffix.lower()
+    na = {"keep_default_na": False, "na_values": [""] if empty_as_missing else []}
+    try:
+        if ext in (".parquet", ".pq"):
+            return pd.read_parquet(p)
+        if ext in (".csv", ".txt"):
+            return pd.read_csv(p, dtype=str, **na)
+        if ext == ".tsv":
+            return pd.read_csv(p, sep="\t", dtype=str, **na)
+        if ext in (".jsonl", ".ndjson"):
+            return pd.read_json(p, lines=True, dtype=False)
+        if ext == ".json":
+            return pd.read_json(p, dtype=False)
+    except Exception as exc:  # noqa: BLE001 - any reader error becomes a message naming the file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(f"could not read {what} file {str(p)!r} as {ext[1:]}: {first}") from None
+    raise error(
+        f"unknown {what} file type {ext!r} for {str(p)!r}: use "
+        f"{', '.join(s for s in TABLE_SUFFIXES if s not in ('.pq', '.txt', '.ndjson'))}"
+    )
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write to a temporary file in the same folder, fsync it, then ``os.replace`` it into place."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes private files; keep the usual permissions
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    return p
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_csv(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    return atomic_write_text(path, df.to_csv(index=False))
+
+
+def atomic_write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def json_default(o: Any):
+    """``json.dumps`` default: numpy scalars and arrays as Python values, NaN/inf as null."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        v = float(o)
+        return v if math.isfinite(v) else None
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
+    text = json.dumps(obj, indent=2, ensure_ascii=False, default=json_default) + "\n"
+    return atomic_write_text(path, text)
