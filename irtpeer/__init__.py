@@ -21,7 +21,6 @@ from ._errors import (
     MissingDependencyError,
     RatingsError,
 )
-from .estimators import TorchMFRM
 from .ratings import Ratings, load_ratings
 from .simulate import simulate
 from .spec import ModelSpec
@@ -42,6 +41,15 @@ __all__ = [
     "load_ratings",
     "simulate",
 ]
+
+
+def __getattr__(attr: str):
+    # estimators are imported on first use, so designs and results need no torch or PyMC
+    if attr == "TorchMFRM":
+        from .estimators import get_estimator
+
+        return get_estimator("torch")
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def calibrate(ratings, spec: ModelSpec | None = None, *, estimator: str = "torch", **kwargs) -> Calibration:

@@ -7,11 +7,13 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ._errors import IrtpeerError
+from ._fitrecord import MEASURE_COLUMNS, DimensionFit
 from ._io import atomic_write_text, json_default
 from .ratings import Ratings
 from .spec import ModelSpec
@@ -23,10 +25,13 @@ PEER_DIMENSIONS = ("E", "C")
 DIGNITY_DIMENSIONS = ("A", "T")
 _COMPOSITES = {"peer": PEER_DIMENSIONS, "dignity": DIGNITY_DIMENSIONS}
 
-_MEASURE_COLUMNS = [
-    "dimension", "facet", "element", "measure", "se", "se_model", "count", "total",
-    "observed_average", "status",
-]
+#: Settings and convergence columns the text summary shows, when an estimator reports them.
+_OPTIONS_SHOWN = ("penalty", "device", "threads", "method", "person_prior", "chains", "draws",
+                  "tune", "seed")
+_CONVERGENCE_SHOWN = ("dimension", "converged", "iterations", "max_score_residual",
+                      "log_likelihood", "r_hat_max", "ess_bulk_min", "ess_tail_min",
+                      "divergences", "n_obs", "n_params")
+
 
 
 @dataclass
@@ -54,6 +59,14 @@ class Calibration:
     notes
         Everything the fit decided on the user's behalf (dropped nulls, left-out facets,
         extreme elements, unobserved categories, ...).
+    estimator, options
+        The estimator's name and the settings it ran with (penalty, device, draws, chains, seed,
+        priors, ...): the result holds no estimator internals.
+    idata
+        The ArviZ ``InferenceData`` of a Bayesian fit (``None`` otherwise).
+    draws
+        Posterior draws of the model-level scores, one DataFrame (draws x models) per dimension
+        and composite, when the estimator has them (``None`` for a point estimator).
     """
 
     measures: pd.DataFrame
@@ -64,70 +77,58 @@ class Calibration:
     notes: list[str]
     spec: ModelSpec
     estimator: str
-    penalty: float
+    options: dict
     source: str
     data_summary: dict
     person: str
     seconds: float = 0.0
     meta: dict = field(default_factory=dict)
+    idata: Any = None
+    draws: dict[str, pd.DataFrame] | None = None
+
+    @property
+    def penalty(self) -> float:
+        """The L2 penalty the estimator used (0 for an estimator without one)."""
+        return float(self.options.get("penalty") or 0.0)
 
     # ------------------------------------------------------------ construction
     @classmethod
-    def _from_fits(cls, *, ratings: Ratings, spec: ModelSpec, fits, estimator, seconds: float):
-        measures = pd.concat([f.measures for f in fits], ignore_index=True)[_MEASURE_COLUMNS]
-        dims = [f.design.dimension for f in fits]
-        models = sorted(set().union(*[set(f.design.model_labels) for f in fits]))
-        scores = pd.DataFrame({ratings.person: models})
-        cov: dict[str, pd.DataFrame] = {}
-        for f in fits:
-            d = f.design.dimension
-            m = pd.Series(f.model_measure, index=f.design.model_labels)
-            c = pd.DataFrame(f.model_cov, index=f.design.model_labels, columns=f.design.model_labels)
-            c = c.reindex(index=models, columns=models)
-            scores[d] = m.reindex(models).to_numpy()
-            scores[f"{d}_se"] = np.sqrt(np.diag(c.to_numpy()))
-            cov[d] = c
-        for name, parts in _COMPOSITES.items():
-            if all(p in dims for p in parts):
-                scores[name] = sum(scores[p] for p in parts) / len(parts)
-                # the dimensions are fitted separately: their estimates are independent
-                cv = sum(cov[p] for p in parts) / len(parts) ** 2
-                cov[name] = cv
-                scores[f"{name}_se"] = np.sqrt(np.diag(cv.to_numpy()))
-        raw, z = _raw_and_z(ratings, dims)
-        for d in dims:
-            scores[f"raw_{d}"] = raw[d].reindex(models).to_numpy()
-        for name, parts in _COMPOSITES.items():
-            if all(p in dims for p in parts):
-                scores[f"raw_{name}"] = sum(scores[f"raw_{p}"] for p in parts) / len(parts)
-        if z is not None:
-            for d in dims:
-                scores[f"z_{d}"] = z[d].reindex(models).to_numpy()
-            for name, parts in _COMPOSITES.items():
-                if all(p in dims for p in parts):
-                    scores[f"z_{name}"] = sum(scores[f"z_{p}"] for p in parts) / len(parts)
-        notes = list(ratings.notes)
-        for f in fits:
-            notes.extend(n for n in f.notes if n not in notes)
-        if z is None:
-            notes.append("no 'judge' facet: the per-judge Z-score columns are not computed")
-        if spec.person_mode == "response":
-            notes.append(
-                "person mode 'response': each model x question response has its own measure, "
-                "separated from the question's difficulty only by the ridge penalty "
-                f"({estimator.penalty_:g}); a model's score is the mean of its responses"
-            )
-        convergence = pd.DataFrame([f.convergence for f in fits])
+    def _from_fits(
+        cls,
+        *,
+        ratings: Ratings,
+        spec: ModelSpec,
+        fits: list[DimensionFit],
+        estimator: str,
+        options: dict,
+        seconds: float,
+        notes: list[str] = (),
+        idata: Any = None,
+    ) -> Calibration:
+        """Assemble the per-dimension records of any estimator into one result."""
+        dims = [f.dimension for f in fits]
+        models = sorted(set().union(*[set(f.models) for f in fits]))
+        scores, cov = _model_scores(ratings.person, models, fits)
+        _add_raw_and_z(scores, ratings, dims, models)
+        draws = _model_draws(fits, models)
+        all_notes = list(ratings.notes)
+        for n in [n for f in fits for n in f.notes] + list(notes):
+            if n not in all_notes:
+                all_notes.append(n)
+        if "judge" not in ratings.facets:
+            all_notes.append("no 'judge' facet: the per-judge Z-score columns are not computed")
+        measures = pd.concat([f.measures for f in fits], ignore_index=True)
+        extra = [c for c in measures.columns if c not in MEASURE_COLUMNS]
         return cls(
-            measures=measures,
+            measures=measures[MEASURE_COLUMNS + extra],
             scores=scores,
             cov=cov,
-            convergence=convergence,
-            identification={f.design.dimension: f.identification for f in fits},
-            notes=notes,
+            convergence=pd.DataFrame([f.diagnostics for f in fits]),
+            identification={f.dimension: f.identification for f in fits},
+            notes=all_notes,
             spec=spec,
-            estimator=estimator.name,
-            penalty=estimator.penalty_,
+            estimator=estimator,
+            options=dict(options),
             source=ratings.source,
             data_summary=dict(ratings.summary),
             person=ratings.person,
@@ -136,12 +137,11 @@ class Calibration:
                 "facets": list(ratings.facets),
                 "dimension_column": ratings.dimension,
                 "score_column": ratings.score,
-                "scales": {f.design.dimension: f.design.scale for f in fits},
-                "categories": {
-                    f.design.dimension: [int(c) for c in f.design.categories] for f in fits
-                },
-                "device": str(getattr(estimator, "device_", "")),
+                "scales": {f.dimension: f.design.scale for f in fits},
+                "categories": {f.dimension: [int(c) for c in f.design.categories] for f in fits},
             },
+            idata=idata,
+            draws=draws,
         )
 
     # ------------------------------------------------------------------ access
@@ -198,8 +198,8 @@ class Calibration:
         lines.append(f"irtpeer calibration of {self.source}")
         lines.append(
             f"  {ds.get('rows_used', '?')} judgments used ({ds.get('null_scores', 0)} without a "
-            f"score left out); estimator {self.estimator}, person mode {self.spec.person_mode}, "
-            f"penalty {self.penalty:g}, {self.seconds:.2f} s"
+            f"score left out); estimator {self.estimator} ({self._options_text()}), person mode "
+            f"{self.spec.person_mode}, {self.seconds:.2f} s"
         )
         for d, ident in self.identification.items():
             scale = self.meta.get("scales", {}).get(d, "")
@@ -216,15 +216,18 @@ class Calibration:
         )
         lines.append("")
         lines.append("Convergence")
-        cv = self.convergence[
-            ["dimension", "converged", "iterations", "max_score_residual", "log_likelihood", "n_obs", "n_params"]
-        ]
+        shown = [c for c in _CONVERGENCE_SHOWN if c in self.convergence.columns]
+        cv = self.convergence[shown]
         lines.append(cv.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
         if self.notes:
             lines.append("")
             lines.append("Notes")
             lines.extend(f"  - {n}" for n in self.notes)
         return "\n".join(lines)
+
+    def _options_text(self) -> str:
+        shown = {k: v for k, v in self.options.items() if k in _OPTIONS_SHOWN and v is not None}
+        return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items())
 
     def __repr__(self) -> str:
         return (
@@ -244,7 +247,7 @@ class Calibration:
         return {
             "source": self.source,
             "estimator": self.estimator,
-            "penalty": self.penalty,
+            "options": self.options,
             "person": self.person,
             "person_mode": self.spec.person_mode,
             "scale": self.spec.scale,
@@ -287,6 +290,55 @@ class Calibration:
         meta.pop("scores")
         atomic_write_text(paths["calibration"], json.dumps(meta, indent=2, default=json_default))
         return paths
+
+
+def _model_scores(person: str, models: list[str], fits: list[DimensionFit]):
+    """Per-model scores with SEs, composites, and the covariance matrices of each."""
+    scores = pd.DataFrame({person: models})
+    cov: dict[str, pd.DataFrame] = {}
+    for f in fits:
+        d = f.dimension
+        labels = f.models
+        m = pd.Series(f.model_measure, index=labels)
+        c = pd.DataFrame(f.model_cov, index=labels, columns=labels).reindex(index=models, columns=models)
+        scores[d] = m.reindex(models).to_numpy()
+        scores[f"{d}_se"] = np.sqrt(np.diag(c.to_numpy()))
+        cov[d] = c
+    for name, parts in _present_composites([f.dimension for f in fits]):
+        scores[name] = sum(scores[p] for p in parts) / len(parts)
+        # the dimensions are fitted separately: their estimates are independent
+        cov[name] = sum(cov[p] for p in parts) / len(parts) ** 2
+        scores[f"{name}_se"] = np.sqrt(np.diag(cov[name].to_numpy()))
+    return scores, cov
+
+
+def _present_composites(dims):
+    return [(name, parts) for name, parts in _COMPOSITES.items() if all(p in dims for p in parts)]
+
+
+def _model_draws(fits: list[DimensionFit], models: list[str]):
+    """Draws (draws x models) per dimension and composite, when every fit has them."""
+    if not fits or any(f.model_draws is None for f in fits):
+        return None
+    draws = {
+        f.dimension: pd.DataFrame(f.model_draws, columns=f.models).reindex(columns=models)
+        for f in fits
+    }
+    n = min(len(d) for d in draws.values())
+    for name, parts in _present_composites(list(draws)):
+        draws[name] = sum(draws[p].iloc[:n].reset_index(drop=True) for p in parts) / len(parts)
+    return draws
+
+
+def _add_raw_and_z(scores: pd.DataFrame, ratings: Ratings, dims: list[str], models: list[str]):
+    raw, z = _raw_and_z(ratings, dims)
+    for prefix, table in (("raw", raw), ("z", z)):
+        if table is None:
+            continue
+        for d in dims:
+            scores[f"{prefix}_{d}"] = table[d].reindex(models).to_numpy()
+        for name, parts in _present_composites(dims):
+            scores[f"{prefix}_{name}"] = sum(scores[f"{prefix}_{p}"] for p in parts) / len(parts)
 
 
 def _raw_and_z(ratings: Ratings, dims: list[str]):

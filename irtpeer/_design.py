@@ -16,11 +16,43 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from ._errors import DesignError, RatingsError
-from .estimators._likelihood import FacetData
 from .ratings import Ratings
 from .spec import ModelSpec
 
-__all__ = ["DimensionDesign", "build_designs", "check_connected"]
+__all__ = ["DimensionDesign", "FacetData", "build_designs", "check_connected"]
+
+
+@dataclass
+class FacetData:
+    """Integer-coded observations of one dimension."""
+
+    idx: list[np.ndarray]  # element index per observation, persons first, then each facet
+    sizes: list[int]  # number of elements of each of those facets
+    x: np.ndarray  # category 0..K
+    K: int
+    w: np.ndarray | None = None  # observation weights (None = all ones)
+    pcm: int | None = None  # position in ``idx`` of the partial-credit facet, if any
+
+    @property
+    def n_tau(self) -> int:
+        if self.K <= 1:
+            return 0
+        if self.pcm is None:
+            return self.K
+        return self.sizes[self.pcm] * self.K
+
+    @property
+    def offsets(self) -> list[int]:
+        out, o = [], 0
+        for s in self.sizes:
+            out.append(o)
+            o += s
+        out.append(o)  # start of tau
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return sum(self.sizes) + self.n_tau
 
 
 @dataclass

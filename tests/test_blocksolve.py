@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from irtpeer._blocksolve import BlockSchurSolver, NotPositiveDefinite
+from irtpeer.estimators._blocksolve import BlockSchurSolver, NotPositiveDefinite
 
 
 def facet_hessian(rng, sizes, rows, ridge=0.0):

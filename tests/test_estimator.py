@@ -289,6 +289,6 @@ def test_cuda_fit_equals_cpu_fit():
     r = irtpeer.load_ratings(sim.ratings)
     cpu = TorchMFRM(device="cpu").fit(r).calibration_
     gpu = TorchMFRM(device="cuda").fit(r).calibration_
-    assert gpu.meta["device"].startswith("cuda")
+    assert gpu.options["device"].startswith("cuda")
     np.testing.assert_allclose(gpu.measures["measure"], cpu.measures["measure"], atol=1e-9)
     np.testing.assert_allclose(gpu.measures["se"], cpu.measures["se"], rtol=1e-8)

@@ -20,42 +20,11 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._design import FacetData
+
 __all__ = ["Evaluation", "FacetData", "LikelihoodEngine"]
 
 _DENSE_PAIR_LIMIT = 1 << 26  # pair blocks smaller than this are counted densely with bincount
-
-
-@dataclass
-class FacetData:
-    """Integer-coded observations of one dimension."""
-
-    idx: list[np.ndarray]  # element index per observation, persons first, then each facet
-    sizes: list[int]  # number of elements of each of those facets
-    x: np.ndarray  # category 0..K
-    K: int
-    w: np.ndarray | None = None  # observation weights (None = all ones)
-    pcm: int | None = None  # position in ``idx`` of the partial-credit facet, if any
-
-    @property
-    def n_tau(self) -> int:
-        if self.K <= 1:
-            return 0
-        if self.pcm is None:
-            return self.K
-        return self.sizes[self.pcm] * self.K
-
-    @property
-    def offsets(self) -> list[int]:
-        out, o = [], 0
-        for s in self.sizes:
-            out.append(o)
-            o += s
-        out.append(o)  # start of tau
-        return out
-
-    @property
-    def n_params(self) -> int:
-        return sum(self.sizes) + self.n_tau
 
 
 @dataclass

@@ -11,7 +11,7 @@ Method, per dimension
    With a penalty nothing is set aside: the ridge keeps every estimate finite.
 2. *Newton's method* on the joint likelihood (convex), with a backtracking line search. The
    Hessian's facet blocks are diagonal, so each Newton system is solved by nested Schur
-   complements (:mod:`irtpeer._blocksolve`), exactly, in a few passes over the data.
+   complements (:mod:`irtpeer.estimators._blocksolve`), exactly, in a few passes over the data.
    Without a penalty, one element of each non-person facet (and one threshold) is held at 0
    while fitting; with a penalty ``lambda/2 * sum(params^2)`` every parameter is free (the
    ridge-penalised, over-parametrised model, which is what scikit-learn fits on a one-hot
@@ -30,36 +30,24 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .._blocksolve import BlockSchurSolver, NotPositiveDefinite
-from .._design import DimensionDesign, build_designs
+from .._design import DimensionDesign, FacetData, build_designs
 from .._errors import ConvergenceError, DesignError, IrtpeerError
+from .._fitrecord import DimensionFit
 from ..ratings import Ratings
 from ..spec import ModelSpec
-from ._likelihood import FacetData, LikelihoodEngine
+from ._blocksolve import BlockSchurSolver, NotPositiveDefinite
+from ._likelihood import LikelihoodEngine
 
-__all__ = ["DEFAULT_RESPONSE_PENALTY", "DimensionFit", "TorchMFRM"]
+__all__ = ["DEFAULT_RESPONSE_PENALTY", "TorchMFRM"]
 
 #: Ridge penalty used in response mode when none is given (a standard-normal prior on logits).
 DEFAULT_RESPONSE_PENALTY = 1.0
-
-
-@dataclass
-class DimensionFit:
-    """Everything one dimension's fit produced (the :class:`Calibration` assembles these)."""
-
-    design: DimensionDesign
-    measures: pd.DataFrame
-    model_measure: np.ndarray  # per model (response mode: mean of its responses)
-    model_cov: np.ndarray  # covariance of model_measure
-    convergence: dict
-    identification: str
-    notes: list[str] = field(default_factory=list)
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -100,6 +88,8 @@ class TorchMFRM:
     """
 
     name = "torch"
+    #: keyword options a user may set from the command line (``irtpeer score --penalty ...``)
+    OPTIONS = ("penalty", "device")
 
     def __init__(
         self,
@@ -142,14 +132,25 @@ class TorchMFRM:
             )
         self.penalty_ = lam
         self.device_ = _resolve_device(self.device)
+        self.options_ = {"penalty": lam, "device": str(self.device_), "tol": self.tol,
+                         "max_iter": self.max_iter, "extreme_adjustment": self.extreme_adjustment}
         t0 = time.perf_counter()
         designs = build_designs(ratings, self.spec)
         fits = [self._fit_dimension(d, lam) for d in designs]
+        notes = []
+        if self.spec.person_mode == "response":
+            notes.append(
+                "person mode 'response': each model x question response has its own measure, "
+                "separated from the question's difficulty only by the ridge penalty "
+                f"({lam:g}); a model's score is the mean of its responses"
+            )
         self.calibration_ = Calibration._from_fits(
             ratings=ratings,
             spec=self.spec,
             fits=fits,
-            estimator=self,
+            estimator=self.name,
+            options=self.options_,
+            notes=notes,
             seconds=time.perf_counter() - t0,
         )
         return self
@@ -162,108 +163,53 @@ class TorchMFRM:
             print(f"[irtpeer] {msg}", file=sys.stderr, flush=True)
 
     def _fit_dimension(self, design: DimensionDesign, lam: float) -> DimensionFit:
-        data = design.data
-        A = len(data.sizes)
-        K = data.K
-        off = data.offsets
-        n = data.n_params
-        notes = list(design.notes)
         t0 = time.perf_counter()
-
-        # ---- 1. extremes (only without a penalty)
-        extreme = [np.zeros(s, dtype=np.int8) for s in data.sizes]  # +1 max, -1 min
-        keep = np.ones(len(data.x), dtype=bool)
-        if lam == 0:
-            extreme, keep = _find_extremes(data)
-        n_ext = sum(int((e != 0).sum()) for e in extreme)
-        if n_ext:
-            names = [design.person_facet, *design.facet_names]
-            desc = ", ".join(
-                f"{int((e != 0).sum())} {names[a]}" for a, e in enumerate(extreme) if (e != 0).any()
-            )
-            notes.append(
-                f"dimension {design.dimension!r}: extreme elements ({desc}) have all-minimum or "
-                f"all-maximum scores; they were set aside while fitting and placed afterwards "
-                f"with the {self.extreme_adjustment} score-point adjustment (status column)"
-            )
-        all_kept = bool(keep.all())
-        core = data if all_kept else FacetData(
-            idx=[ix[keep] for ix in data.idx],
-            sizes=data.sizes,
-            x=data.x[keep],
-            K=K,
-            w=None if data.w is None else data.w[keep],
-            pcm=data.pcm,
+        data = design.data
+        notes = list(design.notes)
+        lay = _Layout.build(design, lam)
+        if lay.n_extreme:
+            notes.append(_extreme_note(design, lay.extreme, self.extreme_adjustment))
+        engine = LikelihoodEngine(lay.core, device=self.device_, chunk=self.chunk_size)
+        x, ev, solver, conv = self._newton(design, engine, lay, lam)
+        V, Cm = _null_space(data, lay.active, data.offsets, data.K)
+        params, se, se_model, status, placed = self._constrained_estimates(
+            lay, x, ev, solver, V, Cm, lam
         )
-        if keep.sum() == 0:
-            raise DesignError(
-                f"dimension {design.dimension!r}: every element is extreme (all scores at one "
-                f"end of the scale); nothing can be estimated"
-            )
-        engine = LikelihoodEngine(core, device=self.device_, chunk=self.chunk_size)
+        measures = _measures_table(design, params, se, se_model, status)
+        model_measure, model_cov = _model_scores(design, lay, params, se, placed, solver, V, Cm)
+        conv["seconds"] = time.perf_counter() - t0
+        return DimensionFit(
+            design=design,
+            measures=measures,
+            model_measure=model_measure,
+            model_cov=model_cov,
+            diagnostics=conv,
+            identification=_identification(design, lam, lay.n_extreme),
+            notes=notes,
+        )
 
-        # ---- active and free parameters
-        active = np.ones(n, dtype=bool)
-        for a in range(A):
-            active[off[a] : off[a + 1]] = extreme[a] == 0
-        # elements whose every observation involves an extreme element have no data left
-        has_data = np.zeros(n, dtype=bool)
-        for a in range(A):
-            cnt = np.bincount(core.idx[a], minlength=data.sizes[a])
-            has_data[off[a] : off[a + 1]] = cnt > 0
-        has_data[off[A] :] = True
-        orphan = active & ~has_data
-        active &= has_data
-        if K > 1:
-            # a category unobserved in the core data would send its threshold to infinity
-            pass
-        free = active.copy()
-        if lam == 0:
-            for a in range(1, A):
-                act = np.flatnonzero(active[off[a] : off[a + 1]])
-                free[off[a] + act[-1]] = False  # anchor one element of each centred facet
-            if K > 1:
-                if data.pcm is None:
-                    free[off[A] + K - 1] = False
-                else:
-                    Lr = data.sizes[data.pcm]
-                    free[off[A] + np.arange(Lr) * K + K - 1] = False
-        F = np.flatnonzero(free)
-        blocks = []
-        pos_in_F = -np.ones(n, dtype=np.int64)
-        pos_in_F[F] = np.arange(len(F))
-        for a in range(A):
-            p = pos_in_F[off[a] : off[a + 1]]
-            blocks.append(p[p >= 0])
-        if K > 1:
-            p = pos_in_F[off[A] :]
-            blocks.append(p[p >= 0])
-
-        # ---- 2. Newton
-        x = _start_values(core, active)
-        x[~free] = 0.0
+    def _newton(self, design: DimensionDesign, engine, lay: _Layout, lam: float):
+        """Damped Newton on the (penalised) negative log-likelihood in the free coordinates."""
+        F = lay.F
         names = [design.person_facet, *design.facet_names]
+        x = _start_values(lay.core, lay.active)
+        x[~lay.free] = 0.0
 
         def objective(ev, xv):
             return ev.f + 0.5 * lam * float(np.dot(xv[F], xv[F]))
 
         ev = engine.evaluate(x)
         fval = objective(ev, x)
-        converged = False
-        it = 0
-        last_step = float("inf")
-        history = []
-        solver = None
+        converged, it, last_step, proposed = False, 0, float("inf"), float("inf")
         while True:
             g = ev.g[F] + lam * x[F]
             gmax = float(np.max(np.abs(g))) if len(g) else 0.0
             H = ev.H[F][:, F]
             if lam:
                 H = H + lam * _speye(len(F))
-            solver = _factorise(H, blocks, F, n, design, names, off)
+            solver = _factorise(H, lay.blocks, F, lay.n, design, names, design.data.offsets)
             step = -solver.solve(g)
             proposed = float(np.max(np.abs(step))) if len(step) else 0.0
-            history.append((it, fval, gmax, proposed))
             self._log(
                 f"{design.dimension}: iteration {it} objective {fval:.6f} max|gradient| {gmax:.3e} "
                 f"Newton step {proposed:.3e}"
@@ -272,23 +218,13 @@ class TorchMFRM:
                 # Newton converges quadratically: after this last step the estimates are exact to
                 # about tol**2; the Hessian here serves for the standard errors.
                 x[F] += step
-                last_step = proposed
-                converged = True
+                last_step, converged = proposed, True
                 break
             if it >= self.max_iter:
                 break
-            slope = float(np.dot(g, step))
-            t = 1.0
-            accepted = False
-            for _ in range(40):
-                xt = x.copy()
-                xt[F] += t * step
-                ev_t = engine.evaluate(xt, need_hessian=(t == 1.0))
-                ft = objective(ev_t, xt)
-                if ft <= fval + 1e-4 * t * slope + 1e-12 * abs(fval):
-                    accepted = True
-                    break
-                t *= 0.5
+            accepted, xt, ev_t, ft, t = _line_search(
+                engine, objective, x, F, step, fval, float(np.dot(g, step))
+            )
             if not accepted:
                 # no decrease is possible: at the optimum to machine precision if the step is
                 # tiny, otherwise the fit has failed
@@ -306,7 +242,17 @@ class TorchMFRM:
             ev.g, ev.f = ev_final.g, ev_final.f
             fval = objective(ev_final, x)
             gmax = float(np.max(np.abs(ev.g[F] + lam * x[F]))) if len(F) else 0.0
-        score_resid = float(np.max(np.abs(ev.g[active & (np.arange(n) < off[A])]))) if active.any() else 0.0
+        off_tau = design.data.offsets[-1]
+        scored = lay.active & (np.arange(lay.n) < off_tau)
+        score_resid = float(np.max(np.abs(ev.g[scored]))) if scored.any() else 0.0
+        if not converged:
+            raise ConvergenceError(
+                f"dimension {design.dimension!r} did not converge in {it} Newton iterations "
+                f"(max |gradient| {gmax:.3g} score points, Newton step {proposed:.3g} logits). "
+                f"This usually means some estimate runs off to infinity (a quasi-separated "
+                f"design, e.g. an element scored at the maximum on all but confounded "
+                f"observations). Try --penalty 0.01, or raise max_iter."
+            )
         conv = {
             "dimension": design.dimension,
             "converged": converged,
@@ -316,30 +262,24 @@ class TorchMFRM:
             "last_step": last_step,
             "objective": fval,
             "log_likelihood": -ev.f,
-            "n_obs": len(core.x),
+            "n_obs": len(lay.core.x),
             "n_params": len(F),
             "seconds": 0.0,
         }
-        if not converged:
-            raise ConvergenceError(
-                f"dimension {design.dimension!r} did not converge in {it} Newton iterations "
-                f"(max |gradient| {gmax:.3g} score points, Newton step {proposed:.3g} logits). "
-                f"This usually means some estimate runs off to infinity (a quasi-separated "
-                f"design, e.g. an element scored at the maximum on all but confounded "
-                f"observations). Try --penalty 0.01, or raise max_iter."
-            )
+        return x, ev, solver, conv
 
-        # ---- 3. identification and standard errors
-        V, Cm = _null_space(data, active, off, K)
+    def _constrained_estimates(self, lay: _Layout, x, ev, solver, V, Cm, lam):
+        """Estimates moved onto the reported constraints, ``se`` = sqrt(diag(P G P^T)),
+        ``se_model``, and the placed extreme elements."""
+        data = lay.design.data
+        n, F, active = lay.n, lay.F, lay.active
         xc = x - V @ (Cm @ x)
-        Ct = Cm.T  # n x k
-        Y = np.zeros((n, Ct.shape[1]))
-        if Ct.shape[1]:
-            Y[F] = solver.solve(Ct[F])
+        Y = np.zeros((n, Cm.shape[0]))
+        if Cm.shape[0]:
+            Y[F] = solver.solve(Cm.T[F])
         Gdiag = np.zeros(n)
         Gdiag[F] = solver.diag_inv()
-        CGC = Cm @ Y
-        var = Gdiag - 2.0 * np.einsum("ij,ij->i", V, Y) + np.einsum("ij,ij->i", V @ CGC, V)
+        var = Gdiag - 2.0 * np.einsum("ij,ij->i", V, Y) + np.einsum("ij,ij->i", V @ (Cm @ Y), V)
         var[~active] = np.nan
         se = np.sqrt(np.maximum(var, 0.0))
         info_diag = np.asarray(ev.H.diagonal()).ravel()  # unpenalised information
@@ -348,75 +288,159 @@ class TorchMFRM:
         se_model[~active] = np.nan
         params = xc.copy()
         status = np.array([""] * n, dtype=object)
-
-        # ---- 1b. place the extreme (and orphaned) elements
+        off, A = data.offsets, len(data.sizes)
         placed = ~active.copy()
         placed[off[A] :] = False
         if placed.any():
             params, se_p = _place_extremes(
-                data, extreme, orphan, params, off, self.extreme_adjustment, self.device_
+                data, lay.extreme, lay.orphan, params, off, self.extreme_adjustment, self.device_
             )
             se[placed] = se_p[placed]
             se_model[placed] = se_p[placed]
-            for a in range(A):
-                e = extreme[a]
-                status[off[a] : off[a + 1]][e > 0] = "extreme_max"
-                status[off[a] : off[a + 1]][e < 0] = "extreme_min"
-                status[off[a] : off[a + 1]][orphan[off[a] : off[a + 1]]] = "only_extreme_data"
+            _flag_extremes(status, lay.extreme, off, lay.orphan)
         elif lam > 0:
             ext2, _ = _find_extremes(data, iterate=False)
-            for a in range(A):
-                status[off[a] : off[a + 1]][ext2[a] > 0] = "extreme_max"
-                status[off[a] : off[a + 1]][ext2[a] < 0] = "extreme_min"
+            _flag_extremes(status, ext2, off)
+        return params, se, se_model, status, placed
 
-        # ---- measures table
-        measures = _measures_table(design, params, se, se_model, status)
 
-        # ---- model-level scores and their covariance
-        M = len(design.model_labels)
-        P = data.sizes[0]
-        Lmat = np.zeros((n, M))
-        counts = np.bincount(design.person_model, minlength=M).astype(float)
-        Lmat[np.arange(P), design.person_model] = 1.0 / counts[design.person_model]
-        if placed[:P].any():
-            # extreme persons: placed after the fit, treat their se as independent of the rest
-            ext_p = placed[:P]
-            L_fit = Lmat.copy()
-            L_fit[:P][ext_p] = 0.0
-        else:
-            ext_p = np.zeros(P, dtype=bool)
-            L_fit = Lmat
-        PtL = L_fit - Cm.T @ (V.T @ L_fit)
-        Z = np.zeros((n, M))
-        Z[F] = solver.solve(PtL[F])
-        PZ = Z - V @ (Cm @ Z)
-        model_cov = L_fit.T @ PZ
-        if ext_p.any():
-            model_cov += np.diag(((Lmat[:P][ext_p] ** 2) * (se[:P][ext_p] ** 2)[:, None]).sum(0))
-        model_measure = Lmat[:P].T @ params[:P]
-        model_cov = 0.5 * (model_cov + model_cov.T)
+# ---------------------------------------------------------------------- layout
+@dataclass
+class _Layout:
+    """Which parameters are fitted: extremes set aside, orphans, anchors, Schur blocks."""
 
-        conv["seconds"] = time.perf_counter() - t0
-        ident = (
-            f"{design.person_facet} floats; "
-            + ", ".join(f"{f}" for f in design.facet_names)
-            + (" each" if len(design.facet_names) > 1 else "")
-            + " centred (sum of measures = 0"
-            + (" over non-extreme elements" if n_ext else "")
-            + ")"
-            + ("; thresholds sum to 0" if K > 1 and data.pcm is None else "")
-            + ("; thresholds of each element of the partial-credit facet sum to 0" if data.pcm is not None else "")
-            + (f"; ridge penalty {lam:g} on all parameters of the over-parametrised model" if lam else "; exact MLE (no penalty)")
+    design: DimensionDesign
+    core: FacetData  # the observations that are fitted (extreme elements' set aside)
+    extreme: list[np.ndarray]  # per facet: +1 all-maximum, -1 all-minimum, 0 otherwise
+    active: np.ndarray  # parameters estimated by Newton (not extreme, with data left)
+    orphan: np.ndarray  # elements whose every observation involves an extreme element
+    free: np.ndarray  # active and not anchored at 0 while fitting
+    F: np.ndarray  # indices of the free parameters
+    blocks: list[np.ndarray]  # per facet (and thresholds): positions in F, for the Schur solver
+    n_extreme: int
+
+    @property
+    def n(self) -> int:
+        return self.design.data.n_params
+
+    @classmethod
+    def build(cls, design: DimensionDesign, lam: float) -> _Layout:
+        data = design.data
+        A, K, off, n = len(data.sizes), data.K, data.offsets, data.n_params
+        extreme = [np.zeros(s, dtype=np.int8) for s in data.sizes]
+        keep = np.ones(len(data.x), dtype=bool)
+        if lam == 0:  # with a penalty the ridge keeps every estimate finite
+            extreme, keep = _find_extremes(data)
+        if keep.sum() == 0:
+            raise DesignError(
+                f"dimension {design.dimension!r}: every element is extreme (all scores at one "
+                f"end of the scale); nothing can be estimated"
+            )
+        core = data if keep.all() else FacetData(
+            idx=[ix[keep] for ix in data.idx], sizes=data.sizes, x=data.x[keep], K=K,
+            w=None if data.w is None else data.w[keep], pcm=data.pcm,
         )
-        return DimensionFit(
-            design=design,
-            measures=measures,
-            model_measure=model_measure,
-            model_cov=model_cov,
-            convergence=conv,
-            identification=ident,
-            notes=notes,
-        )
+        active = np.ones(n, dtype=bool)
+        has_data = np.ones(n, dtype=bool)
+        for a in range(A):
+            active[off[a] : off[a + 1]] = extreme[a] == 0
+            has_data[off[a] : off[a + 1]] = np.bincount(core.idx[a], minlength=data.sizes[a]) > 0
+        orphan = active & ~has_data
+        active &= has_data
+        free = active.copy()
+        if lam == 0:
+            for a in range(1, A):  # anchor one element of each centred facet while fitting
+                free[off[a] + np.flatnonzero(active[off[a] : off[a + 1]])[-1]] = False
+            if K > 1:
+                n_sets = 1 if data.pcm is None else data.sizes[data.pcm]
+                free[off[A] + np.arange(n_sets) * K + K - 1] = False
+        F = np.flatnonzero(free)
+        pos = -np.ones(n, dtype=np.int64)
+        pos[F] = np.arange(len(F))
+        blocks = [pos[off[a] : off[a + 1]] for a in range(A)]
+        if K > 1:
+            blocks.append(pos[off[A] :])
+        blocks = [b[b >= 0] for b in blocks]
+        n_ext = sum(int((e != 0).sum()) for e in extreme)
+        return cls(design, core, extreme, active, orphan, free, F, blocks, n_ext)
+
+
+def _extreme_note(design: DimensionDesign, extreme, adjustment: float) -> str:
+    names = [design.person_facet, *design.facet_names]
+    desc = ", ".join(
+        f"{int((e != 0).sum())} {names[a]}" for a, e in enumerate(extreme) if (e != 0).any()
+    )
+    return (
+        f"dimension {design.dimension!r}: extreme elements ({desc}) have all-minimum or "
+        f"all-maximum scores; they were set aside while fitting and placed afterwards "
+        f"with the {adjustment} score-point adjustment (status column)"
+    )
+
+
+def _line_search(engine, objective, x, F, step, fval, slope):
+    """Backtracking (Armijo) along the Newton step; the full step also evaluates the Hessian."""
+    t = 1.0
+    for _ in range(40):
+        xt = x.copy()
+        xt[F] += t * step
+        ev_t = engine.evaluate(xt, need_hessian=(t == 1.0))
+        ft = objective(ev_t, xt)
+        if ft <= fval + 1e-4 * t * slope + 1e-12 * abs(fval):
+            return True, xt, ev_t, ft, t
+        t *= 0.5
+    return False, x, None, fval, 0.0
+
+
+def _flag_extremes(status, extreme, off, orphan=None):
+    for a, e in enumerate(extreme):
+        st = status[off[a] : off[a + 1]]
+        st[e > 0] = "extreme_max"
+        st[e < 0] = "extreme_min"
+        if orphan is not None:
+            st[orphan[off[a] : off[a + 1]]] = "only_extreme_data"
+
+
+def _model_scores(design, lay: _Layout, params, se, placed, solver, V, Cm):
+    """Per-model measure (response mode: mean of its responses) and the covariance of those."""
+    data = design.data
+    n, F = lay.n, lay.F
+    M = len(design.model_labels)
+    P = data.sizes[0]
+    Lmat = np.zeros((n, M))
+    counts = np.bincount(design.person_model, minlength=M).astype(float)
+    Lmat[np.arange(P), design.person_model] = 1.0 / counts[design.person_model]
+    ext_p = placed[:P]
+    L_fit = Lmat.copy()
+    L_fit[:P][ext_p] = 0.0  # extreme persons are placed after the fit: independent of the rest
+    PtL = L_fit - Cm.T @ (V.T @ L_fit)
+    Z = np.zeros((n, M))
+    Z[F] = solver.solve(PtL[F])
+    model_cov = L_fit.T @ (Z - V @ (Cm @ Z))
+    if ext_p.any():
+        model_cov += np.diag(((Lmat[:P][ext_p] ** 2) * (se[:P][ext_p] ** 2)[:, None]).sum(0))
+    model_measure = Lmat[:P].T @ params[:P]
+    return model_measure, 0.5 * (model_cov + model_cov.T)
+
+
+def _identification(design: DimensionDesign, lam: float, n_ext: int) -> str:
+    K, pcm = design.data.K, design.data.pcm
+    parts = [
+        f"{design.person_facet} floats; "
+        + ", ".join(design.facet_names)
+        + (" each" if len(design.facet_names) > 1 else "")
+        + " centred (sum of measures = 0"
+        + (" over non-extreme elements" if n_ext else "")
+        + ")"
+    ]
+    if K > 1 and pcm is None:
+        parts.append("thresholds sum to 0")
+    if pcm is not None:
+        parts.append("thresholds of each element of the partial-credit facet sum to 0")
+    if lam:
+        parts.append(f"ridge penalty {lam:g} on all parameters of the over-parametrised model")
+    else:
+        parts.append("exact MLE (no penalty)")
+    return "; ".join(parts)
 
 
 # ---------------------------------------------------------------------- helpers
