@@ -13,6 +13,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# OpenMP threads sleep rather than spin while they wait (set before torch loads its runtime):
+# spinning threads made fits 10-25x slower when another process used a core.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from ._calibration import Calibration
 from ._errors import (
     ConvergenceError,

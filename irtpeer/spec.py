@@ -9,7 +9,7 @@ from ._errors import RatingsError
 __all__ = ["ModelSpec"]
 
 _SCALES = ("auto", "binary", "rsm", "pcm")
-_PERSON_MODES = ("model", "response")
+_PERSON_MODES = ("model", "response", "hierarchical")
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,9 @@ class ModelSpec:
         ``"model"``: one measure per model (identified without a penalty). ``"response"``: one
         measure per model x question (the paper's Eq. 7); it is separated from the question
         difficulty only by the ridge penalty, and a model's score is the mean of its responses.
+        ``"hierarchical"``: theta_mq = theta_m + u_mq with random response effects u_mq ~ N(0,
+        sigma_u) (the Bayesian estimator); the model-level theta_m then carries uncertainty about
+        new questions.
     pcm_facet
         The facet whose elements get their own thresholds under ``scale="pcm"``.
     response_facet

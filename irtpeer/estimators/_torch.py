@@ -43,6 +43,7 @@ from ..ratings import Ratings
 from ..spec import ModelSpec
 from ._blocksolve import BlockSchurSolver, NotPositiveDefinite
 from ._likelihood import LikelihoodEngine
+from ._threads import choose_threads, torch_threads
 
 __all__ = ["DEFAULT_RESPONSE_PENALTY", "TorchMFRM"]
 
@@ -81,6 +82,9 @@ class TorchMFRM:
         Newton iterations allowed per dimension before :class:`ConvergenceError`.
     extreme_adjustment
         Score points by which an extreme element's score is moved inward (FACETS: 0.3).
+    threads
+        CPU threads for torch; ``None`` chooses by the size of the work (one thread for small
+        designs, see :mod:`irtpeer.estimators._threads`).
     progress
         Print one line per dimension and Newton iteration to stderr.
 
@@ -89,7 +93,7 @@ class TorchMFRM:
 
     name = "torch"
     #: keyword options a user may set from the command line (``irtpeer score --penalty ...``)
-    OPTIONS = ("penalty", "device")
+    OPTIONS = ("penalty", "device", "threads")
 
     def __init__(
         self,
@@ -101,6 +105,7 @@ class TorchMFRM:
         max_iter: int = 100,
         extreme_adjustment: float = 0.3,
         chunk_size: int = 2_000_000,
+        threads: int | None = None,
         progress: bool = False,
     ):
         self.spec = spec if spec is not None else ModelSpec()
@@ -110,6 +115,7 @@ class TorchMFRM:
         self.max_iter = max_iter
         self.extreme_adjustment = extreme_adjustment
         self.chunk_size = chunk_size
+        self.threads = threads
         self.progress = progress
 
     # ------------------------------------------------------------------ public
@@ -124,6 +130,11 @@ class TorchMFRM:
         lam = float(lam)
         if not (lam >= 0 and math.isfinite(lam)):
             raise IrtpeerError(f"penalty must be a finite number >= 0, got {self.penalty!r}")
+        if self.spec.person_mode == "hierarchical":
+            raise DesignError(
+                "person mode 'hierarchical' (random response effects) needs the Bayesian "
+                "estimator: use --estimator bayes, or person mode 'model' / 'response' here"
+            )
         if self.spec.person_mode == "response" and lam == 0:
             raise DesignError(
                 "person mode 'response' with penalty 0 is not identified: a response's measure "
@@ -136,7 +147,11 @@ class TorchMFRM:
                          "max_iter": self.max_iter, "extreme_adjustment": self.extreme_adjustment}
         t0 = time.perf_counter()
         designs = build_designs(ratings, self.spec)
-        fits = [self._fit_dimension(d, lam) for d in designs]
+        largest = max(len(d.data.x) for d in designs)
+        n_threads = choose_threads(self.threads, largest if self.device_.type == "cpu" else 0)
+        self.options_["threads"] = n_threads
+        with torch_threads(n_threads):
+            fits = [self._fit_dimension(d, lam) for d in designs]
         notes = []
         if self.spec.person_mode == "response":
             notes.append(
