@@ -114,22 +114,21 @@ def check_connected(dimension: str, names: list[str], labels: list[np.ndarray], 
     if ncomp <= 1:
         return
     parts = []
-    for comp in range(min(ncomp, 5)):
+    for comp in range(min(ncomp, 3)):
         members = np.flatnonzero(lab == comp)
         desc = []
         for a in range(A):
             m = members[(members >= off[a]) & (members < off[a + 1])] - off[a]
             if len(m):
-                shown = ", ".join(labels[a][m[:6]])
-                more = f" +{len(m) - 6} more" if len(m) > 6 else ""
-                desc.append(f"{names[a]}: {shown}{more}")
-        parts.append(f"  subset {comp + 1}: " + "; ".join(desc))
-    more = f"\n  ... and {ncomp - 5} more subsets" if ncomp > 5 else ""
+                shown = ", ".join(labels[a][m[:3]])
+                more = f" +{len(m) - 3} more" if len(m) > 3 else ""
+                desc.append(f"{names[a]} {shown}{more}")
+        parts.append(f"subset {comp + 1}: " + ", ".join(desc))
+    more = f"; ... and {ncomp - 3} more subsets" if ncomp > 3 else ""
     raise DesignError(
-        f"the design of dimension {dimension!r} is disconnected: it splits into {ncomp} subsets "
-        f"whose measures cannot be compared (no element links them).\n" + "\n".join(parts) + more
-        + "\nLink the subsets (e.g. have some judges rate across them) or calibrate each subset "
-        "separately."
+        f"the design of dimension {dimension!r} is disconnected into {ncomp} subsets whose "
+        f"measures cannot be compared ({'; '.join(parts)}{more}); link them (e.g. have some "
+        f"judges rate across them) or calibrate each subset separately"
     )
 
 
