@@ -1,0 +1,248 @@
+"""The fitted model rebuilt from the measures table and the ratings alone.
+
+A many-facet Rasch model is fully determined by its measures: for an observation of person ``p``
+by facet elements ``e_1..e_F`` the linear predictor is ``eta = theta_p - sum_f b_{f,e_f}`` and
+
+    log P(x = k) = k * eta - sum_{j <= k} tau_j - log Z          (tau empty when binary)
+
+So every analysis here computes expected scores, variances and residuals from
+``Calibration.measures`` and the ``Ratings`` it was fitted to, whatever estimator produced the
+measures (exact torch, Bayesian posterior means, anchored values from elsewhere).
+
+Categories are the observed score values of the dimension (``Calibration.meta["categories"]``),
+used as consecutive steps ``0..K`` exactly as the estimators do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .._errors import IrtpeerError
+
+__all__ = ["DimensionModel", "anchored_shift", "dimension_models", "model_probabilities"]
+
+#: Name of the person facet in the measures table when each model x question has its own measure.
+RESPONSE_FACET = "response"
+
+
+@dataclass
+class DimensionModel:
+    """One dimension's observations with everything the fitted model says about them."""
+
+    dimension: str
+    scale: str
+    categories: np.ndarray  # observed score values; index = category 0..K
+    frame: pd.DataFrame  # the dimension's rows of Ratings.data (original columns)
+    facets: list[str]  # model facets as named in the measures table, the person facet first
+    columns: list[str]  # the ratings column (or composite key) behind each facet
+    codes: list[np.ndarray]  # per facet: element index of each observation
+    elements: list[np.ndarray]  # per facet: element labels (the measures table's order)
+    measure: list[np.ndarray]  # per facet: measure of each element
+    extreme: list[np.ndarray]  # per facet: True where the element's status is extreme
+    x: np.ndarray  # category index 0..K per observation
+    w: np.ndarray  # observation weight
+    eta: np.ndarray  # linear predictor per observation
+    cum: np.ndarray  # cumulative thresholds: (1 or n_obs, K+1), first column 0
+    tau_codes: np.ndarray | None  # partial credit: thresholds row of each observation
+    pcm_facet: str | None
+
+    @property
+    def K(self) -> int:
+        return len(self.categories) - 1
+
+    @property
+    def n(self) -> int:
+        return len(self.x)
+
+    @property
+    def touches_extreme(self) -> np.ndarray:
+        """Observations involving an element with an extreme score (set aside when fitting)."""
+        out = np.zeros(self.n, dtype=bool)
+        for code, ext in zip(self.codes, self.extreme):
+            out |= ext[code]
+        return out
+
+    def cum_rows(self, obs: np.ndarray | slice | None = None) -> np.ndarray:
+        """Cumulative thresholds for the given observations ((K+1,) or (n, K+1))."""
+        if self.cum.shape[0] == 1:
+            return self.cum[0]
+        return self.cum if obs is None else self.cum[obs]
+
+    def moments(self, shift: np.ndarray | float = 0.0):
+        """Expected score, variance and 4th central moment of every observation at ``eta+shift``."""
+        P = model_probabilities(self.eta + shift, self.cum_rows(), self.K)
+        kv = np.arange(self.K + 1, dtype=float)
+        E = P @ kv
+        d = kv[None, :] - E[:, None]
+        W = np.einsum("ik,ik->i", P, d * d)
+        C = np.einsum("ik,ik->i", P, d**4)
+        return P, E, W, C
+
+
+def model_probabilities(eta: np.ndarray, cum: np.ndarray, K: int) -> np.ndarray:
+    """Category probabilities (n x K+1) of the adjacent-category (Rasch) model."""
+    kv = np.arange(K + 1, dtype=float)
+    psi = eta[:, None] * kv[None, :] - np.atleast_2d(cum)
+    psi -= psi.max(axis=1, keepdims=True)
+    P = np.exp(psi)
+    P /= P.sum(axis=1, keepdims=True)
+    return P
+
+
+def _lookup(elements: pd.Index, values: pd.Series, facet: str, dim: str) -> np.ndarray:
+    codes = elements.get_indexer(values.astype(str))
+    if (codes < 0).any():
+        bad = values.astype(str)[codes < 0].iloc[0]
+        raise IrtpeerError(
+            f"the ratings do not match the calibration: {facet} {bad!r} of dimension {dim!r} has "
+            f"no measure; pass the Ratings the calibration was fitted to"
+        )
+    return codes
+
+
+def _person_key(cal, ratings, frame: pd.DataFrame, person_facet: str) -> pd.Series:
+    if person_facet == RESPONSE_FACET:
+        rf = cal.spec.response_facet
+        return frame[ratings.person].astype(str) + "|" + frame[rf].astype(str)
+    return frame[ratings.person].astype(str)
+
+
+def dimension_models(cal, ratings, dimensions: list[str] | None = None) -> list[DimensionModel]:
+    """Rebuild every dimension's fitted model (or those named) from measures and ratings."""
+    dims = cal.dimensions if dimensions is None else list(dimensions)
+    out = []
+    for d in dims:
+        if d not in cal.dimensions:
+            raise IrtpeerError(
+                f"dimension {d!r} is not in the calibration; dimensions are "
+                f"{', '.join(cal.dimensions)}"
+            )
+        out.append(_dimension_model(cal, ratings, d))
+    return out
+
+
+def _dimension_model(cal, ratings, d: str) -> DimensionModel:
+    meas = cal.measures[cal.measures["dimension"].astype(str) == d]
+    frame = ratings.dimension_frame(d)
+    if len(frame) == 0:
+        raise IrtpeerError(f"the ratings have no rows in dimension {d!r} of the calibration")
+    present = list(dict.fromkeys(meas["facet"]))
+    person_facet = RESPONSE_FACET if RESPONSE_FACET in present else cal.person
+    facets = [person_facet] + [f for f in ratings.facets if f in present and f != person_facet]
+    columns, codes, elements, measure, extreme = [], [], [], [], []
+    for f in facets:
+        m = meas[meas["facet"] == f]
+        idx = pd.Index(m["element"].astype(str))
+        key = _person_key(cal, ratings, frame, f) if f == person_facet else frame[f]
+        codes.append(_lookup(idx, key, f, d))
+        columns.append(ratings.person if f == person_facet else f)
+        elements.append(idx.to_numpy())
+        measure.append(m["measure"].to_numpy(dtype=float))
+        extreme.append(m["status"].astype(str).str.startswith("extreme").to_numpy())
+    eta = measure[0][codes[0]].copy()
+    for c, v in zip(codes[1:], measure[1:]):
+        eta -= v[c]
+    cats = np.asarray(cal.meta["categories"][d], dtype=np.int64)
+    score = frame["_score"].to_numpy()
+    x = np.searchsorted(cats, score)
+    if (x >= len(cats)).any() or (cats[np.minimum(x, len(cats) - 1)] != score).any():
+        raise IrtpeerError(
+            f"the ratings do not match the calibration: dimension {d!r} has scores outside its "
+            f"categories {', '.join(map(str, cats))}"
+        )
+    K = len(cats) - 1
+    scale = cal.meta.get("scales", {}).get(d, "binary" if K == 1 else "rsm")
+    thr = meas[meas["facet"] == "threshold"]
+    tau_codes, pcm_facet = None, None
+    if K == 1:
+        cum = np.zeros((1, 2))
+    elif scale == "pcm":
+        pcm_facet = cal.spec.pcm_facet
+        labels = frame[pcm_facet].astype(str).to_numpy()
+        el, tau_codes = np.unique(labels, return_inverse=True)
+        tau = np.zeros((len(el), K))
+        lookup = dict(zip(thr["element"].astype(str), thr["measure"].astype(float)))
+        for i, e in enumerate(el):
+            tau[i] = [lookup.get(f"{e}:{c}", np.nan) for c in cats[1:]]
+        if np.isnan(tau).any():
+            raise IrtpeerError(f"dimension {d!r}: partial-credit thresholds missing in measures")
+        cum = np.concatenate([np.zeros((len(el), 1)), np.cumsum(tau, 1)], 1)[tau_codes]
+    else:
+        lookup = dict(zip(thr["element"].astype(str), thr["measure"].astype(float)))
+        tau = np.array([lookup.get(str(c), np.nan) for c in cats[1:]])
+        if np.isnan(tau).any():
+            raise IrtpeerError(f"dimension {d!r}: rating-scale thresholds missing in measures")
+        cum = np.concatenate([[0.0], np.cumsum(tau)])[None, :]
+    return DimensionModel(
+        dimension=d, scale=scale, categories=cats, frame=frame, facets=facets, columns=columns,
+        codes=codes, elements=elements, measure=measure, extreme=extreme, x=x.astype(np.int64),
+        w=frame["_weight"].to_numpy(dtype=float), eta=eta, cum=cum, tau_codes=tau_codes,
+        pcm_facet=pcm_facet,
+    )
+
+
+def anchored_shift(
+    dm: DimensionModel,
+    groups: np.ndarray,
+    n_groups: int,
+    *,
+    adjust: float = 0.3,
+    mask: np.ndarray | None = None,
+    tol: float = 1e-10,
+):
+    """Per group, the shift ``s`` of ``eta`` (everything else anchored) that fits its score.
+
+    Solves ``sum_i w_i (x_i - E_i(eta_i + s_g)) = 0`` for every group ``g`` by Newton's method.
+    A group whose observations are all at the lowest or highest category has no finite solution:
+    its score is moved ``adjust`` score points inward (FACETS: 0.3 for elements, 0.5 for bias
+    cells). Returns a dict of arrays: ``shift, se, count, observed, expected, status``
+    (``expected`` at shift 0, both in score points 0..K; ``status`` ``extreme_min``/``max``).
+    """
+    sel = np.arange(dm.n) if mask is None else np.flatnonzero(mask)
+    g = groups[sel]
+    w = dm.w[sel]
+    x = dm.x[sel].astype(float)
+    eta = dm.eta[sel]
+    cum = dm.cum_rows(sel)
+    K = dm.K
+    kv = np.arange(K + 1, dtype=float)
+    count = np.bincount(g, weights=w, minlength=n_groups)
+    nobs = np.bincount(g, minlength=n_groups)
+    observed = np.bincount(g, weights=w * x, minlength=n_groups)
+    at_min = np.bincount(g, weights=(x == 0), minlength=n_groups) == nobs
+    at_max = np.bincount(g, weights=(x == K), minlength=n_groups) == nobs
+    target = observed.copy()
+    target[at_max] -= adjust
+    target[at_min] += adjust
+    lo, hi = adjust, K * count - adjust
+    target = np.where(hi > lo, np.clip(target, lo, hi), K * count / 2)
+    s = np.zeros(n_groups)
+    expected0 = None
+    info = np.ones(n_groups)
+    for _ in range(200):
+        P = model_probabilities(eta + s[g], cum, K)
+        E = P @ kv
+        V = P @ (kv * kv) - E * E
+        if expected0 is None:
+            expected0 = np.bincount(g, weights=w * E, minlength=n_groups)
+        resid = np.bincount(g, weights=w * E, minlength=n_groups) - target
+        info = np.bincount(g, weights=w * V, minlength=n_groups)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(info > 0, -resid / info, 0.0)
+        step = np.clip(step, -1.0, 1.0)
+        s += step
+        if np.max(np.abs(step), initial=0.0) < tol:
+            break
+    with np.errstate(divide="ignore"):
+        se = np.where(info > 0, 1.0 / np.sqrt(info), np.nan)
+    empty = nobs == 0
+    s[empty] = np.nan
+    se[empty] = np.nan
+    status = np.where(at_max & ~empty, "extreme_max", np.where(at_min & ~empty, "extreme_min", ""))
+    return {
+        "shift": s, "se": se, "count": count, "observed": observed, "expected": expected0,
+        "status": status, "n_obs": nobs,
+    }
