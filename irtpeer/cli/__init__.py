@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "irtpeer.cli.score",
     "irtpeer.cli.simulate",
     "irtpeer.cli.harness",
+    "irtpeer.cli.dataset",
 ]
 
 
