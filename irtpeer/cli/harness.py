@@ -95,11 +95,13 @@ def _specs(args, models: list[str]) -> list[dict]:
 def _sampling(args, default):
     from ..harness.backend import Sampling
 
-    return Sampling(
-        temperature=args.temperature,
-        top_p=args.top_p,
-        max_tokens=args.max_tokens if args.max_tokens is not None else default.max_tokens,
-        seed=args.seed,
+    return Sampling.from_dict(
+        {
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "max_tokens": args.max_tokens if args.max_tokens is not None else default.max_tokens,
+            "seed": args.seed,
+        }
     )
 
 

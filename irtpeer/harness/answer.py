@@ -21,7 +21,7 @@ from .errors import ConfigError
 from .executor import CallUnit, execute_stage
 from .judge import StageResult, default_paths
 from .manifest import RunStats, build_manifest
-from .tables import atomic_write_json, atomic_write_parquet, require_columns
+from .tables import atomic_write_json, atomic_write_parquet, require_columns, table_name
 
 __all__ = ["DEFAULT_ANSWER_SAMPLING", "answer_questions"]
 
@@ -45,12 +45,13 @@ def answer_questions(
     settings: dict[str, Any] | None = None,
 ) -> StageResult:
     require_columns(questions, ["question", "prompt"], "questions table")
+    name = table_name(questions, "questions table")
     if not models:
         raise ConfigError("no model given; pass at least one --model MODEL")
     dup = questions.duplicated(["question"], keep=False)
     if dup.any():
         raise ConfigError(
-            f"questions table repeats question ids at rows {list(np.flatnonzero(dup.to_numpy())[:5])}; "
+            f"{name} repeats question ids at rows {list(np.flatnonzero(dup.to_numpy())[:5])}; "
             "ids in the `question` column must be unique"
         )
     records = questions.to_dict("records")
@@ -58,7 +59,7 @@ def answer_questions(
     for i, row in enumerate(records):
         if _isnull(row["prompt"]):
             raise ConfigError(
-                f"questions row {i} (question {row['question']!r}) has an empty `prompt`"
+                f"{name}, row {i} (question {row['question']!r}) has an empty `prompt`"
             )
         msgs = []
         sysmsg = (

@@ -37,16 +37,16 @@ class Sampling:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> Sampling:
-        from .errors import ConfigError
+    def from_dict(cls, d: dict[str, Any] | None, where: str = "sampling") -> Sampling:
+        """Validated settings (one-line :class:`ConfigError` naming the key); missing keys take
+        the defaults above."""
+        from .schema import SamplingSpec, validate
 
-        d = dict(d or {})
-        unknown = set(d) - {"temperature", "top_p", "max_tokens", "seed"}
-        if unknown:
-            raise ConfigError(
-                f"unknown sampling setting(s) {sorted(unknown)}; use temperature, top_p, max_tokens, seed"
-            )
-        return cls(**d)
+        flags = {
+            k: "--" + k.replace("_", "-") for k in ("temperature", "top_p", "max_tokens", "seed")
+        }
+        spec = validate(SamplingSpec, dict(d or {}), where, flags)
+        return cls(**spec.model_dump(exclude_none=True))
 
 
 @dataclass(frozen=True)

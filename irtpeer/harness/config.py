@@ -31,26 +31,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, RubricError
+from .schema import RunConfig, validate
 
-__all__ = ["load_config", "run_config"]
-
-_ANSWER_KEYS = {"questions", "out", "system", "sampling", "models", "store", "manifest"}
-_JUDGE_KEYS = {
-    "answers",
-    "rubric",
-    "out",
-    "replicates",
-    "reask",
-    "sampling",
-    "judges",
-    "store",
-    "manifest",
-}
+__all__ = ["load_config", "parse_config", "run_config"]
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
-    p = Path(path)
+def _read(p: Path) -> Any:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     text = p.read_text(encoding="utf-8")
@@ -58,102 +45,122 @@ def load_config(path: str | Path) -> dict[str, Any]:
         if p.suffix.lower() == ".toml":
             import tomllib
 
-            data = tomllib.loads(text)
-        elif p.suffix.lower() in (".yaml", ".yml"):
+            return tomllib.loads(text)
+        if p.suffix.lower() in (".yaml", ".yml"):
             import yaml
 
-            data = yaml.safe_load(text)
-        else:
-            raise ConfigError(f"config file {str(p)!r}: use a .toml, .yaml or .yml file")
-    except ConfigError:
-        raise
+            return yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - parse errors of two libraries, reported to the user
-        raise ConfigError(f"cannot parse config file {str(p)!r}: {exc}") from None
-    if not isinstance(data, dict) or not ({"answer", "judge"} & set(data)):
-        raise ConfigError(f"config file {str(p)!r} needs an [answer] and/or a [judge] section")
-    unknown = set(data) - {"answer", "judge"}
-    if unknown:
-        raise ConfigError(
-            f"config file {str(p)!r}: unknown section(s) {sorted(unknown)}; use [answer] and [judge]"
-        )
-    for sec, keys in (("answer", _ANSWER_KEYS), ("judge", _JUDGE_KEYS)):
-        bad = set(data.get(sec, {})) - keys
-        if bad:
-            raise ConfigError(
-                f"config file {str(p)!r}: unknown key(s) {sorted(bad)} in [{sec}]; known: {sorted(keys)}"
-            )
-    return data
+        first = str(exc).strip().replace("\n", " ")
+        raise ConfigError(f"cannot parse config file {str(p)!r}: {first}") from None
+    raise ConfigError(f"config file {str(p)!r}: use a .toml, .yaml or .yml file")
+
+
+def parse_config(path: str | Path) -> RunConfig:
+    """Read and validate the whole file; any error is one line naming the key."""
+    p = Path(path)
+    data = _read(p)
+    prefix = f"config file {str(p)!r}"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix} needs an [answer] and/or a [judge] section")
+    return validate(RunConfig, data, prefix)
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """The validated config as a plain dict (keys that were not given are left out)."""
+    return parse_config(path).model_dump(exclude_unset=True)
+
+
+def _sampling(spec, default):
+    from .backend import Sampling
+
+    given = spec.model_dump(exclude_none=True) if spec is not None else {}
+    return Sampling.from_dict({**default.to_dict(), **given})
+
+
+def _rubric(ref: str, base: Path, prefix: str):
+    from .rubrics import load_rubric
+
+    where = f"{prefix}: judge.rubric"
+    cand = Path(ref) if Path(ref).is_absolute() else base / ref
+    try:
+        return load_rubric(cand if cand.is_file() else ref, option=where)
+    except RubricError as exc:
+        msg = str(exc)
+        raise RubricError(msg if msg.startswith(where) else f"{where} = {ref!r}: {msg}") from None
 
 
 def run_config(path: str | Path, *, progress: bool | None = None) -> dict[str, tuple[Any, Path]]:
+    """Run the stages of a config file. Everything is checked before the first call is sent: the
+    schema, both sections' endpoints (and their API-key variables), the rubric and the input
+    tables, so a mistake in ``[judge]`` never surfaces after ``[answer]`` was paid for."""
     from .answer import DEFAULT_ANSWER_SAMPLING, answer_questions
-    from .backend import Sampling
     from .endpoints import make_backends
     from .judge import DEFAULT_JUDGE_SAMPLING, default_paths, judge_answers
-    from .rubrics import load_rubric
     from .tables import read_table
 
-    cfg = load_config(path)
+    cfg = parse_config(path)
+    prefix = f"config file {str(path)!r}"
     base = Path(path).resolve().parent
 
     def rel(v: str | None) -> Path | None:
-        return None if v is None else (base / v if not Path(v).is_absolute() else Path(v))
+        return None if v is None else (Path(v) if Path(v).is_absolute() else base / v)
 
-    def sampling(sec: dict, default: Sampling) -> Sampling:
-        return Sampling.from_dict({**default.to_dict(), **(sec.get("sampling") or {})})
-
-    def need(sec: dict, key: str, name: str):
-        if not sec.get(key):
-            raise ConfigError(f"config file {str(path)!r}: [{name}] needs `{key}`")
-        return sec[key]
+    a, j = cfg.answer, cfg.judge
+    plan: dict[str, dict[str, Any]] = {}
+    if a is not None:
+        out = rel(a.out)
+        plan["answer"] = {
+            "models": make_backends(a.models, "model"),
+            "questions": read_table(rel(a.questions), "questions"),
+            "out": out,
+            "paths": default_paths(out),
+            "sampling": _sampling(a.sampling, DEFAULT_ANSWER_SAMPLING),
+        }
+    if j is not None:
+        out = rel(j.out)
+        src = rel(j.answers) if j.answers else plan["answer"]["out"]
+        plan["judge"] = {
+            "judges": make_backends(j.judges, "judge"),
+            "rubric": _rubric(j.rubric, base, prefix),
+            "src": src,
+            # an answers file given beside an [answer] section is read after that stage ran
+            "answers": read_table(src, "answers") if a is None else None,
+            "out": out,
+            "paths": default_paths(out),
+            "sampling": _sampling(j.sampling, DEFAULT_JUDGE_SAMPLING),
+        }
 
     results: dict[str, tuple[Any, Path]] = {}
-    answers_path = None
-    if "answer" in cfg:
-        a = cfg["answer"]
-        out = rel(need(a, "out", "answer"))
-        store, manifest = default_paths(out)
-        models = make_backends(need(a, "models", "answer"), "model")
+    if a is not None:
+        pa = plan["answer"]
         res = answer_questions(
-            read_table(rel(need(a, "questions", "answer")), "questions"),
-            models,
-            store_path=rel(a.get("store")) or store,
-            out=out,
-            manifest_path=rel(a.get("manifest")) or manifest,
-            sampling=sampling(a, DEFAULT_ANSWER_SAMPLING),
-            system_prompt=a.get("system"),
+            pa["questions"],
+            pa["models"],
+            store_path=rel(a.store) or pa["paths"][0],
+            out=pa["out"],
+            manifest_path=rel(a.manifest) or pa["paths"][1],
+            sampling=pa["sampling"],
+            system_prompt=a.system,
             progress=progress,
             settings={"config": str(path)},
         )
-        results["answer"] = (res, out)
-        answers_path = out
-    if "judge" in cfg:
-        j = cfg["judge"]
-        src = rel(j.get("answers")) or answers_path
-        if src is None:
-            raise ConfigError(
-                f"config file {str(path)!r}: [judge] needs `answers` when there is no [answer] section"
-            )
-        out = rel(need(j, "out", "judge"))
-        store, manifest = default_paths(out)
-        judges = make_backends(need(j, "judges", "judge"), "judge")
-        rubric_ref = j.get("rubric", "persona")
-        rubric_path = rel(rubric_ref)
-        rubric = load_rubric(
-            rubric_path if rubric_path is not None and rubric_path.is_file() else rubric_ref
-        )
+        results["answer"] = (res, pa["out"])
+    if j is not None:
+        pj = plan["judge"]
+        answers = pj["answers"] if pj["answers"] is not None else read_table(pj["src"], "answers")
         res = judge_answers(
-            read_table(src, "answers"),
-            judges,
-            rubric,
-            store_path=rel(j.get("store")) or store,
-            out=out,
-            manifest_path=rel(j.get("manifest")) or manifest,
-            sampling=sampling(j, DEFAULT_JUDGE_SAMPLING),
-            replicates=int(j.get("replicates", 1)),
-            reask=bool(j.get("reask", True)),
+            answers,
+            pj["judges"],
+            pj["rubric"],
+            store_path=rel(j.store) or pj["paths"][0],
+            out=pj["out"],
+            manifest_path=rel(j.manifest) or pj["paths"][1],
+            sampling=pj["sampling"],
+            replicates=j.replicates,
+            reask=j.reask,
             progress=progress,
-            settings={"config": str(path), "answers": str(src)},
+            settings={"config": str(path), "answers": str(pj["src"])},
         )
-        results["judge"] = (res, out)
+        results["judge"] = (res, pj["out"])
     return results

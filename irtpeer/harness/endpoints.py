@@ -12,6 +12,9 @@ An endpoint spec is a mapping::
     extra_body = { ... }          # extra request fields, e.g. vLLM's chat_template_kwargs
     price_input_per_mtok = 0.15; price_output_per_mtok = 0.60     # USD, for the cost estimate
     engine = { ... }              # vllm: keyword arguments of vllm.LLM; transformers: device, dtype
+    batch_size = 8                # batched backends (vllm, transformers)
+
+The settings are validated by :class:`irtpeer.harness.schema.EndpointSpec`.
 """
 
 from __future__ import annotations
@@ -21,87 +24,77 @@ from typing import Any
 
 from .backend import Backend, RetryPolicy
 from .errors import ConfigError
+from .schema import EndpointSpec, validate
 
-__all__ = ["make_backend", "make_backends"]
+__all__ = ["CLI_FLAGS", "endpoint_spec", "make_backend", "make_backends"]
 
-_KNOWN = {
-    "backend",
-    "model",
-    "label",
-    "base_url",
-    "api_key_env",
-    "concurrency",
-    "timeout",
-    "max_retries",
-    "backoff_base",
-    "backoff_max",
-    "structured",
-    "extra_body",
-    "price_input_per_mtok",
-    "price_output_per_mtok",
-    "engine",
-    "batch_size",
+#: The command-line option of each endpoint setting, named in error messages.
+CLI_FLAGS = {
+    "base_url": "--base-url",
+    "api_key_env": "--api-key-env",
+    "concurrency": "--concurrency",
+    "timeout": "--timeout",
+    "max_retries": "--max-retries",
+    "backoff_base": "--backoff-base",
+    "structured": "--no-structured",
+    "price_input_per_mtok": "--price-input",
+    "price_output_per_mtok": "--price-output",
+    "label": "--label",
 }
 
 
-def make_backend(spec: Mapping[str, Any]) -> Backend:
+def endpoint_spec(spec: Mapping[str, Any] | EndpointSpec, where: str | None = None) -> EndpointSpec:
+    """Validate one endpoint's settings; errors are one line naming the key (and its option)."""
+    if isinstance(spec, EndpointSpec):
+        return spec
     spec = dict(spec)
-    unknown = set(spec) - _KNOWN
-    if unknown:
-        raise ConfigError(
-            f"endpoint {spec.get('model')!r}: unknown setting(s) {sorted(unknown)}; known: {sorted(_KNOWN)}"
-        )
-    kind = spec.get("backend", "openai")
-    model = spec.get("model")
-    if not model:
-        raise ConfigError(f"an endpoint lacks `model` (settings given: {sorted(spec)})")
-    if kind == "openai":
-        if not spec.get("base_url"):
-            raise ConfigError(f"endpoint {model!r}: backend openai needs `base_url` (--base-url)")
+    prefix = where or f"endpoint {spec.get('label') or spec.get('model')!r}"
+    return validate(EndpointSpec, spec, prefix, CLI_FLAGS)
+
+
+def make_backend(spec: Mapping[str, Any] | EndpointSpec) -> Backend:
+    s = endpoint_spec(spec)
+    if s.backend == "openai":
         from .openai_backend import OpenAIBackend
 
         return OpenAIBackend(
-            spec["base_url"],
-            model,
-            api_key_env=spec.get("api_key_env", "OPENAI_API_KEY"),
-            concurrency=int(spec.get("concurrency", 8)),
-            timeout=float(spec.get("timeout", 120.0)),
+            s.base_url,
+            s.model,
+            api_key_env=s.api_key_env,
+            concurrency=s.concurrency,
+            timeout=s.timeout,
             retry=RetryPolicy(
-                max_retries=int(spec.get("max_retries", 5)),
-                base_delay=float(spec.get("backoff_base", 0.5)),
-                max_delay=float(spec.get("backoff_max", 30.0)),
+                max_retries=s.max_retries, base_delay=s.backoff_base, max_delay=s.backoff_max
             ),
-            structured=bool(spec.get("structured", True)),
-            extra_body=spec.get("extra_body"),
-            price_input_per_mtok=spec.get("price_input_per_mtok"),
-            price_output_per_mtok=spec.get("price_output_per_mtok"),
+            structured=s.structured,
+            extra_body=s.extra_body,
+            price_input_per_mtok=s.price_input_per_mtok,
+            price_output_per_mtok=s.price_output_per_mtok,
         )
-    if kind == "vllm":
+    if s.backend == "vllm":
         from .vllm_backend import VLLMBackend
 
         return VLLMBackend(
-            model,
-            engine_kwargs=spec.get("engine") or {},
-            structured=bool(spec.get("structured", True)),
-            batch_size=int(spec.get("batch_size", 1024)),
+            s.model,
+            engine_kwargs=s.engine or {},
+            structured=s.structured,
+            batch_size=s.batch_size or 1024,
         )
-    if kind == "transformers":
-        from .transformers_backend import TransformersBackend
+    from .transformers_backend import TransformersBackend
 
-        eng = dict(spec.get("engine") or {})
-        return TransformersBackend(model, batch_size=int(spec.get("batch_size", 8)), **eng)
-    raise ConfigError(
-        f"endpoint {model!r}: unknown backend {kind!r}; use openai, vllm or transformers"
-    )
+    return TransformersBackend(s.model, batch_size=s.batch_size or 8, **(s.engine or {}))
 
 
-def make_backends(specs: list[Mapping[str, Any]], role: str) -> dict[str, Backend]:
-    """Backends keyed by their table label; labels must be unique."""
+def make_backends(specs: list[Mapping[str, Any] | EndpointSpec], role: str) -> dict[str, Backend]:
+    """Backends keyed by their table label; labels must be unique. Every spec is validated
+    before any backend is built."""
+    checked = [endpoint_spec(s) for s in specs]
     out: dict[str, Backend] = {}
-    for spec in specs:
-        b = make_backend(spec)
-        label = str(spec.get("label") or spec["model"])
+    for s in checked:
+        label = s.label or s.model
         if label in out:
             raise ConfigError(f"two {role}s are labelled {label!r}; give each a distinct `label`")
-        out[label] = b
+        out[label] = None  # type: ignore[assignment]
+    for s in checked:
+        out[s.label or s.model] = make_backend(s)
     return out

@@ -22,7 +22,7 @@ from .errors import ConfigError, RubricError
 from .executor import CallUnit, execute_stage
 from .manifest import RunStats, build_manifest
 from .rubrics import Rubric
-from .tables import atomic_write_json, atomic_write_parquet, require_columns
+from .tables import atomic_write_json, atomic_write_parquet, require_columns, table_name
 
 __all__ = ["RATING_COLUMNS", "StageResult", "default_paths", "judge_answers", "parse_dimensions"]
 
@@ -134,6 +134,7 @@ def judge_answers(
 ) -> StageResult:
     """Score every answer with every judge on its active rubric dimensions."""
     require_columns(answers, ["model", "question", "prompt", "answer"], "answers table")
+    name = table_name(answers, "answers table")
     if not judges:
         raise ConfigError("no judge given; pass at least one --judge MODEL")
     if replicates < 1:
@@ -142,7 +143,7 @@ def judge_answers(
     if dup.any():
         rows = list(np.flatnonzero(dup.to_numpy())[:5])
         raise ConfigError(
-            f"answers table has several rows for the same (model, question) at rows {rows}; "
+            f"{name} has several rows for the same (model, question) at rows {rows}; "
             "keep one answer per model and question"
         )
     has_dims = "dimensions" in answers.columns
@@ -160,7 +161,7 @@ def judge_answers(
             skipped += 1
             continue
         dims = (
-            parse_dimensions(row["dimensions"], rubric, f"answers row {i}")
+            parse_dimensions(row["dimensions"], rubric, f"{name}, row {i}")
             if has_dims
             else rubric.dimension_ids
         )

@@ -6,7 +6,10 @@
 * Transient (retried with exponential backoff and jitter): 429 (rate limit), 408, 409, 5xx,
   timeouts, connection errors, a 200 whose body is not JSON.
 * Fatal for the run (:class:`EndpointFatalError`): 401, 403, 404 (unknown model), 429 with
-  ``insufficient_quota`` (the client would retry it; paying users want the run to stop).
+  ``insufficient_quota`` (the client would retry it; paying users want the run to stop), and a
+  connection that cannot be made before the endpoint has answered once (nothing listens at the
+  URL: ``CANARY_RETRIES`` quick retries, then one line naming the URL). Once the endpoint has
+  answered, connection errors are transient like the others.
 * Fatal for the call (:class:`CallFailed`, recorded as a null score): 400, 422, other 4xx, and
   transient errors once retries are exhausted.
 * A semaphore bounds the requests in flight per endpoint (the client itself does not); judges
@@ -27,7 +30,13 @@ from typing import Any
 from .backend import Backend, ChatRequest, ChatResult, RetryPolicy
 from .errors import CallFailed, ConfigError, EndpointFatalError, redact, register_secret
 
-__all__ = ["OpenAIBackend"]
+__all__ = ["CANARY_RETRIES", "OpenAIBackend"]
+
+#: Retries of a connection that fails before the endpoint has answered once (then the run stops).
+CANARY_RETRIES = 2
+CANARY_MAX_DELAY = 1.0
+#: Seconds to wait for the TCP connection (the request itself may take ``timeout``).
+CONNECT_TIMEOUT = 10.0
 
 
 def _retry_after(headers) -> float | None:
@@ -108,6 +117,7 @@ class OpenAIBackend(Backend):
         self.price_output_per_mtok = price_output_per_mtok
         self._client_obj = None
         self._sem: asyncio.Semaphore | None = None
+        self._reached = False  # has the server answered anything yet (see _canary_retry)
 
     # ---- identity --------------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
@@ -140,7 +150,10 @@ class OpenAIBackend(Backend):
             import openai
 
             self._client_obj = openai.AsyncOpenAI(
-                base_url=self.base_url, api_key=self._key, max_retries=0, timeout=self.timeout
+                base_url=self.base_url,
+                api_key=self._key,
+                max_retries=0,
+                timeout=openai.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT)),
             )
             if self._sem is None:
                 self._sem = asyncio.Semaphore(self.concurrency)
@@ -181,80 +194,111 @@ class OpenAIBackend(Backend):
 
     # ---- one call with retries -------------------------------------------------------------
     async def chat(self, request: ChatRequest, stats) -> ChatResult:
-        import openai
-
         client = self._client()
         kwargs = self._kwargs(request)
-        where = f"endpoint {self.base_url} (model {self.model})"
         attempt = 0
         async with self._sem:
             while True:
                 t0 = time.perf_counter()
                 stats.add("requests_sent")
-                retry_after = None
+                retry_after, unreachable = None, False
                 try:
                     resp = await client.chat.completions.create(**kwargs)
-                except openai.RateLimitError as exc:
-                    if _is_quota(exc):
-                        stats.add("fatal_quota")
-                        raise EndpointFatalError(
-                            f"{where} says the quota is exhausted (HTTP 429 insufficient_quota): "
-                            f"{redact(exc)}; add credit or use another key, then rerun the same command"
-                        ) from None
-                    kind, retry_after = "http_429", _retry_after(exc.response.headers)
-                    detail = redact(exc)
-                except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-                    stats.add(f"fatal_http_{exc.status_code}")
-                    raise EndpointFatalError(
-                        f"{where} refused the API key from ${self.api_key_env} (HTTP {exc.status_code}): "
-                        f"{redact(exc)}; check the key in {self.api_key_env} (--api-key-env), then rerun"
-                    ) from None
-                except openai.NotFoundError as exc:
-                    stats.add("fatal_http_404")
-                    raise EndpointFatalError(
-                        f"{where} answered HTTP 404: {redact(exc)}; check --base-url (it usually ends "
-                        "in /v1) and the model name the server lists at /v1/models"
-                    ) from None
-                except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-                    stats.add(f"failed_http_{exc.status_code}")
-                    raise CallFailed(f"http_{exc.status_code}", redact(exc)) from None
-                except openai.APITimeoutError as exc:
-                    kind, detail = "timeout", f"no reply within {self.timeout} s ({redact(exc)})"
-                except openai.APIConnectionError as exc:
-                    kind, detail = "connection", redact(exc)
-                except openai.APIStatusError as exc:
-                    code = exc.status_code
-                    if code >= 500 or code in (408, 409):
-                        kind, retry_after, detail = (
-                            f"http_{code}",
-                            _retry_after(exc.response.headers),
-                            redact(exc),
-                        )
-                    else:
-                        stats.add(f"failed_http_{code}")
-                        raise CallFailed(f"http_{code}", redact(exc)) from None
-                except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
-                    kind, detail = "bad_body", f"reply body is not valid JSON ({redact(exc)[:200]})"
+                except Exception as exc:  # noqa: BLE001 - sorted by _classify; others re-raised
+                    kind, detail, retry_after, unreachable = self._classify(exc, stats)
                 else:
-                    latency = time.perf_counter() - t0
-                    if not resp.choices:
-                        kind, detail = "bad_body", "reply has no choices"
-                    else:
-                        ch = resp.choices[0]
-                        usage = resp.usage
-                        return ChatResult(
-                            text=ch.message.content,
-                            finish_reason=ch.finish_reason,
-                            prompt_tokens=getattr(usage, "prompt_tokens", None) if usage else None,
-                            completion_tokens=getattr(usage, "completion_tokens", None)
-                            if usage
-                            else None,
-                            latency_s=latency,
-                            retries=attempt,
-                        )
+                    self._reached = True
+                    if resp.choices:
+                        return _result(resp, time.perf_counter() - t0, attempt)
+                    kind, detail = "bad_body", "reply has no choices"
+                if unreachable and not self._reached:
+                    await self._canary_retry(attempt, detail, stats)
+                    attempt += 1
+                    continue
                 if attempt >= self.retry.max_retries:
                     stats.add(f"failed_{kind}")
                     raise CallFailed(kind, f"{kind} after {attempt + 1} attempts: {detail}")
                 stats.add(f"retry_{kind}")
                 await asyncio.sleep(self.retry.delay(attempt, retry_after))
                 attempt += 1
+
+    async def _canary_retry(self, attempt: int, detail: str, stats) -> None:
+        """Nothing has answered at this URL yet and the connection itself failed: a wrong
+        --base-url or a server that is not running. Retry briefly, then stop the run with one
+        line naming the URL instead of retrying every call of the run."""
+        if attempt >= min(self.retry.max_retries, CANARY_RETRIES):
+            stats.add("fatal_connection")
+            raise EndpointFatalError(
+                f"cannot connect to {self.base_url} (model {self.model}) after {attempt + 1} "
+                f"attempt(s): {detail}; check that the server is running and that --base-url "
+                "(base_url) is right, then rerun the same command"
+            )
+        stats.add("retry_connection")
+        await asyncio.sleep(min(self.retry.delay(attempt), CANARY_MAX_DELAY))
+
+    def _classify(self, exc: Exception, stats) -> tuple[str, str, float | None, bool]:
+        """``(kind, detail, retry_after, unreachable)`` of a transient error; raises
+        :class:`EndpointFatalError` / :class:`CallFailed` for the others."""
+        import openai
+
+        where = f"endpoint {self.base_url} (model {self.model})"
+        if isinstance(exc, openai.APIConnectionError):  # timeouts included
+            unreachable = _connect_failed(exc)
+            self._reached = self._reached or not unreachable
+            cause = redact(exc.__cause__ or exc).replace("\n", " ")
+            if isinstance(exc, openai.APITimeoutError) and not unreachable:
+                return "timeout", f"no reply within {self.timeout} s ({cause})", None, False
+            return "connection", cause or redact(exc), None, unreachable
+        if isinstance(exc, (json.JSONDecodeError, openai.APIResponseValidationError)):
+            self._reached = True
+            return "bad_body", f"reply body is not valid JSON ({redact(exc)[:200]})", None, False
+        if not isinstance(exc, openai.APIStatusError):
+            raise exc
+        self._reached = True
+        code = exc.status_code
+        if isinstance(exc, openai.RateLimitError) and _is_quota(exc):
+            stats.add("fatal_quota")
+            raise EndpointFatalError(
+                f"{where} says the quota is exhausted (HTTP 429 insufficient_quota): "
+                f"{redact(exc)}; add credit or use another key, then rerun the same command"
+            ) from None
+        if code in (401, 403):
+            stats.add(f"fatal_http_{code}")
+            raise EndpointFatalError(
+                f"{where} refused the API key from ${self.api_key_env} (HTTP {code}): "
+                f"{redact(exc)}; check the key in {self.api_key_env} (--api-key-env), then rerun"
+            ) from None
+        if code == 404:
+            stats.add("fatal_http_404")
+            raise EndpointFatalError(
+                f"{where} answered HTTP 404: {redact(exc)}; check --base-url (it usually ends "
+                "in /v1) and the model name the server lists at /v1/models"
+            ) from None
+        if code == 429 or code >= 500 or code in (408, 409):
+            return f"http_{code}", redact(exc), _retry_after(exc.response.headers), False
+        stats.add(f"failed_http_{code}")
+        raise CallFailed(f"http_{code}", redact(exc)) from None
+
+
+def _connect_failed(exc: Exception) -> bool:
+    """True when the TCP connection itself failed (refused, unroutable, DNS), as opposed to a
+    server that accepted the connection and then was slow or hung up."""
+    import openai
+
+    cause = type(exc.__cause__).__name__ if exc.__cause__ is not None else None
+    if isinstance(exc, openai.APITimeoutError):
+        return cause == "ConnectTimeout"
+    return cause in (None, "ConnectError", "ConnectTimeout")
+
+
+def _result(resp, latency: float, attempt: int) -> ChatResult:
+    ch = resp.choices[0]
+    usage = resp.usage
+    return ChatResult(
+        text=ch.message.content,
+        finish_reason=ch.finish_reason,
+        prompt_tokens=getattr(usage, "prompt_tokens", None) if usage else None,
+        completion_tokens=getattr(usage, "completion_tokens", None) if usage else None,
+        latency_s=latency,
+        retries=attempt,
+    )

@@ -330,8 +330,11 @@ def _parse(text: str, suffix: str, source: str) -> Mapping[str, Any]:
     )
 
 
-def load_rubric(name_or_path: str | Path) -> Rubric:
-    """Load a built-in rubric by name (``"persona"``, ``"audit"``) or a user rubric from a path."""
+def load_rubric(name_or_path: str | Path, *, option: str = "--rubric") -> Rubric:
+    """Load a built-in rubric by name (``"persona"``, ``"audit"``) or a user rubric from a path.
+
+    ``option`` names where the value came from (``--rubric``, or a config file's key) in the
+    error raised when it is neither."""
     p = Path(name_or_path)
     if p.is_file():
         return rubric_from_dict(
@@ -346,7 +349,7 @@ def load_rubric(name_or_path: str | Path) -> Rubric:
                 f"builtin:{name_or_path}",
             )
     raise RubricError(
-        f"--rubric {str(name_or_path)!r} is neither a file nor a built-in rubric "
+        f"{option} = {str(name_or_path)!r} is neither a file nor a built-in rubric "
         f"(built-in: {', '.join(builtin_rubrics())}); pass a path to a .toml/.yaml/.json rubric"
     )
 

@@ -23,9 +23,7 @@ _KEYS = re.compile(r"exactly \w+ keys: ([A-Za-z0-9_, ]+?)\.")
 
 @dataclass
 class Fault:
-    action: (
-        str  # status | timeout | malformed | missing | extra | notjson | fenced | quota | length
-    )
+    action: str  # status | timeout | malformed | missing | extra | notjson | fenced | quota | length | drop
     match: str | None = None
     times: int = 1
     status: int = 500
@@ -123,6 +121,8 @@ class FakeOpenAIServer:
                 n = int(headers.get("content-length", "0"))
                 raw = await reader.readexactly(n) if n else b""
                 status, extra_headers, payload, delay = self._respond(method, path, headers, raw)
+                if status is None:  # fault "drop": close the connection without a reply
+                    break
                 if delay:
                     await asyncio.sleep(delay)
                 hdr = [
@@ -188,6 +188,8 @@ class FakeOpenAIServer:
                     json.dumps(fault.body or {"error": {"message": "injected"}}).encode(),
                     fault.delay,
                 )
+            if a == "drop":
+                return None, None, b"", 0
             if a == "quota":
                 msg = {
                     "error": {
