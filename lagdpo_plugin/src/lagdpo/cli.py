@@ -6,6 +6,10 @@
     lagdpo ablate --model PATH --data PATH --output-dir DIR --epsilons 0.3,0.5,0.7 --dual-lrs 0.01,0.05,0.2
     lagdpo configs            # shipped training and accelerate configs
     lagdpo validate PATH      # check a PersonaKnob file
+    lagdpo utility --model PATH [--model PATH ...] --tasks mmlu,bbh --out DIR [--limit N]
+    lagdpo drift --base PATH --model PATH [--model PATH ...] --prompts FILE --out DIR
+    lagdpo persona-vector --model PATH --pairs FILE --eval-prompts FILE --layers L --out DIR
+                          (--rule REGEX | --judge MODEL --judge-base-url URL --dimension E)
 
 Any ``--setting value`` not listed above overrides a `LagDPOConfig` field (dashes or
 underscores; the value is parsed as YAML, so ``--dimension-weights [1,1,2,2]`` works). Command-line
@@ -256,11 +260,25 @@ def cmd_help_config() -> int:
     return 0
 
 
+def _posttrain(name: str):
+    """A post-training command (lagdpo.posttrain.commands), imported when it runs."""
+
+    def run(argv: list[str]) -> int:
+        from .posttrain import commands
+
+        return getattr(commands, name)(argv)
+
+    return run
+
+
 COMMANDS = {
     "train": cmd_train,
     "ablate": cmd_ablate,
     "configs": cmd_configs,
     "validate": cmd_validate,
+    "utility": _posttrain("cmd_utility"),
+    "drift": _posttrain("cmd_drift"),
+    "persona-vector": _posttrain("cmd_persona_vector"),
 }
 
 
