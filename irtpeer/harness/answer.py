@@ -72,7 +72,8 @@ def answer_questions(
         msgs.append({"role": "user", "content": str(row["prompt"])})
         req = ChatRequest.make(msgs, sampling)
         for label in models:
-            units.append(CallUnit(label, req, {"stage": "answer"}))
+            ctx = {"stage": "answer", "model": label, "question": str(row["question"])}
+            units.append(CallUnit(label, req, ctx))
             meta.append((i, label))
 
     if manifest_path is None and out is not None:

@@ -85,6 +85,12 @@ class CallUnit:
             reason if len(self.results) == 1 else f"{self._first_reason}; after re-ask: {reason}"
         )
 
+    def follow(self, leader: CallUnit) -> None:
+        """Take the outcome of an identical unit (same key) that was run in its place."""
+        self.results, self.keys = list(leader.results), list(leader.keys)
+        self.value, self.status, self.reason = leader.value, leader.status, leader.reason
+        self._next = leader._next
+
     def fail(self, exc: CallFailed) -> None:
         self._next = None
         self.status = "failed"
@@ -100,16 +106,27 @@ async def run_units(
     progress: Progress | None = None,
     batch_size: int = 256,
 ) -> None:
-    """Drive every unit to a final status (or raise :class:`EndpointFatalError`)."""
+    """Drive every unit to a final status (or raise :class:`EndpointFatalError`).
+
+    Units with the same key are one call: the first runs, the others take its outcome (counted
+    as ``calls_coalesced``), so an identical call is never sent twice and the counts do not
+    depend on which request finished first."""
     pending: dict[str, deque[CallUnit]] = defaultdict(deque)
+    leaders: dict[str, CallUnit] = {}
+    followers: list[tuple[CallUnit, CallUnit]] = []
     for u in units:
         u.start(backends[u.backend].identity())
+        if u.call_id in leaders:
+            followers.append((u, leaders[u.call_id]))
+            continue
+        leaders[u.call_id] = u
         if _resolve_cached(u, store, stats, backends):
             if progress:
                 progress.update()
             continue
         pending[u.backend].append(u)
     stats.add("calls_planned", len(units))
+    stats.add("calls_coalesced", len(followers))
 
     # one concurrency limit per endpoint: backends on the same server share it
     limits: dict[str, asyncio.Semaphore] = {}
@@ -149,6 +166,10 @@ async def run_units(
     finally:
         for b in backends.values():
             await b.aclose()
+    for u, leader in followers:
+        u.follow(leader)
+        if progress and u.next_call() is None:
+            progress.update()
     if abort:
         raise abort[0]
 

@@ -1,7 +1,8 @@
 """The judge stage: answers × judges × rubric dimensions → the ratings table (DESIGN §2).
 
 One judge call per (answer, judge, dimension, replicate) returns that dimension's items as strict
-JSON. A reply that fails validation is re-asked once; if the second reply fails too, every item of
+JSON. Its key holds the evaluated model, question, judge label, rubric hash and replicate besides
+the content, so two models that gave the same answer are judged by two calls. A reply that fails validation is re-asked once; if the second reply fails too, every item of
 that call gets a null score with ``parse_status = "invalid"`` and the reason — never a 0. A call
 that fails for good (a 400, retries exhausted) gets ``parse_status = "failed"`` and the error; a
 rerun of the same command retries exactly those calls and nothing else.
@@ -87,7 +88,7 @@ def parse_dimensions(value: Any, rubric: Rubric, where: str) -> list[str]:
         raise ConfigError(
             f'{where}: `dimensions` value {value!r} must be a list like ["A", "T"] or "A,T"'
         )
-    dims = [str(v) for v in value]
+    dims = list(dict.fromkeys(str(v) for v in value))  # a repeated dimension is judged once
     known = set(rubric.dimension_ids)
     bad = [d for d in dims if d not in known]
     if bad:
@@ -170,7 +171,14 @@ def judge_answers(
             msgs = rubric.messages(dim, row)
             for jlabel in judges:
                 for r in range(replicates):
-                    ctx = {"stage": "judge", "rubric_hash": rubric.hash, "replicate": r}
+                    ctx = {
+                        "stage": "judge",
+                        "model": str(row["model"]),
+                        "question": str(row["question"]),
+                        "judge": jlabel,
+                        "rubric_hash": rubric.hash,
+                        "replicate": r,
+                    }
                     units.append(
                         CallUnit(
                             jlabel,
