@@ -208,8 +208,18 @@ class BlockSchurSolver:
             Znext = U - np.asarray((L.W.T @ A.T).T)
         return first + self._quad(level + 1, Znext)
 
-    def diag_inv(self) -> np.ndarray:
-        """The diagonal of ``H^{-1}``, exactly, without forming ``H^{-1}``."""
+    se_method = "exact (nested Schur complements, remainder factorised densely)"
+
+    def inverse_block(self, idx: np.ndarray, R: np.ndarray | None) -> np.ndarray:
+        """``(H^{-1})[idx][:, idx] @ R`` (``R=None``: the block itself), by solves."""
+        idx = np.asarray(idx, dtype=np.int64)
+        G = np.zeros((self.n, len(idx) if R is None else R.shape[1]))
+        G[idx] = np.eye(len(idx)) if R is None else R
+        return self.solve(G)[idx]
+
+    def diag_inv(self, want: np.ndarray | None = None) -> np.ndarray:
+        """The diagonal of ``H^{-1}``, exactly, without forming ``H^{-1}`` (all of it: ``want``
+        is accepted for the solvers' common interface)."""
         out = np.empty(self.n)
         for level, L in enumerate(self.levels):
             idx = self._order[level]

@@ -10,6 +10,11 @@ scale, ``L_r * K`` for a partial-credit facet ``r``, element-major). For an obse
 One pass over the observations (in chunks, on CPU or CUDA, float64) gives the negative
 log-likelihood, its gradient and the Hessian assembled as a scipy sparse matrix whose
 within-facet blocks are diagonal (each observation touches one element of each facet).
+
+A pair of large facets crossed densely (a leaderboard: thousands of models x tens of thousands of
+items, most cells observed) is kept as a dense array ``Evaluation.dense`` instead: one float64
+per cell, filled in place, with no index arrays and no sparse assembly; the iterative solver
+multiplies with it by BLAS (:mod:`irtpeer.estimators._cg`).
 """
 
 from __future__ import annotations
@@ -25,13 +30,35 @@ from .._design import FacetData
 __all__ = ["Evaluation", "FacetData", "LikelihoodEngine"]
 
 _DENSE_PAIR_LIMIT = 1 << 26  # pair blocks smaller than this are counted densely with bincount
+#: A facet pair with at least this many cells, at least BLOCK_MIN_FILL of them observed and at
+#: most BLOCK_MAX_CELLS cells, is kept as a dense block (``Evaluation.dense``).
+BLOCK_MIN_CELLS = 1 << 20
+BLOCK_MIN_FILL = 0.2
+BLOCK_MAX_CELLS = 1 << 29
 
 
 @dataclass
 class Evaluation:
     f: float  # negative log-likelihood
     g: np.ndarray | None = None  # gradient of f
-    H: sp.csr_matrix | None = None  # Hessian of f (= Fisher information)
+    H: sp.csr_matrix | None = None  # Hessian of f (= Fisher information), less the dense pairs
+    #: dense facet-pair blocks of the Hessian: (a, b, B) with B[i, j] = H[off[a] + i, off[b] + j]
+    dense: list | None = None
+
+    def full_hessian(self, offsets) -> sp.csr_matrix:
+        """The whole Hessian as one scipy matrix (the dense pairs added as sparse entries)."""
+        if not self.dense:
+            return self.H
+        rows, cols, vals = [], [], []
+        for a, b, B in self.dense:
+            r, c = np.nonzero(B)
+            rows += [r + offsets[a], c + offsets[b]]
+            cols += [c + offsets[b], r + offsets[a]]
+            vals += [B[r, c], B[r, c]]
+        extra = sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=self.H.shape
+        )
+        return (self.H + extra).tocsr()
 
 
 class LikelihoodEngine:
@@ -64,7 +91,11 @@ class LikelihoodEngine:
         for a in range(A):
             for b in range(a + 1, A):
                 Sa, Sb = self.sizes[a], self.sizes[b]
-                if Sa * Sb <= _DENSE_PAIR_LIMIT:
+                cells = Sa * Sb
+                if (BLOCK_MIN_CELLS <= cells <= BLOCK_MAX_CELLS
+                        and self._distinct_pairs(a, b) >= BLOCK_MIN_FILL * cells):
+                    self.pairs.append((a, b, "block", None, None, None))
+                elif Sa * Sb <= _DENSE_PAIR_LIMIT:
                     cnt = torch.zeros(Sa * Sb, dtype=torch.float64, device=self.device)
                     for s, e in self._chunks():
                         key = self.idx[a][s:e] * Sb + self.idx[b][s:e]
@@ -79,11 +110,24 @@ class LikelihoodEngine:
                     self.pairs.append((a, b, "unique", u // Sb, u % Sb, (inv, len(u))))
         self._csr_cache = None
 
+    def _distinct_pairs(self, a: int, b: int) -> int:
+        """Cells of the facet pair (a, b) with an observation (the count of observations, an upper
+        bound, above the bincount limit)."""
+        Sa, Sb = self.sizes[a], self.sizes[b]
+        if Sa * Sb > _DENSE_PAIR_LIMIT:
+            return self.N
+        seen = torch.zeros(Sa * Sb, dtype=torch.bool, device=self.device)
+        for s, e in self._chunks():
+            seen[self.idx[a][s:e] * Sb + self.idx[b][s:e]] = True
+        return int(seen.sum())
+
     def adjacency(self) -> sp.csr_matrix:
         """Element-by-element adjacency (elements that share an observation), for connectivity."""
         n_el = self.off[-1]
         rows, cols = [], []
-        for a, b, _mode, r, c, _aux in self.pairs:
+        for a, b, mode, r, c, _aux in self.pairs:
+            if mode == "block":
+                r, c = np.nonzero(self._seen_block(a, b))
             rows.append(r + self.off[a])
             cols.append(c + self.off[b])
         if rows:
@@ -93,6 +137,13 @@ class LikelihoodEngine:
             r = c = np.zeros(0, dtype=np.int64)
         M = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n_el, n_el))
         return (M + M.T).tocsr()
+
+    def _seen_block(self, a, b):
+        Sa, Sb = self.sizes[a], self.sizes[b]
+        seen = torch.zeros(Sa * Sb, dtype=torch.bool, device=self.device)
+        for s, e in self._chunks():
+            seen[self.idx[a][s:e] * Sb + self.idx[b][s:e]] = True
+        return seen.reshape(Sa, Sb).cpu().numpy()
 
     # ----------------------------------------------------------------- evaluation
     def _bincount(self, index, weights, size):
@@ -177,6 +228,12 @@ class LikelihoodEngine:
             for a in range(A):
                 diag_el[a] += self._bincount(ii[a], Vw, self.sizes[a])
             for q, (a, b, mode, _r, _c, aux) in enumerate(self.pairs):
+                if mode == "block":
+                    Sb = self.sizes[b]
+                    if pair_vals[q] is None:
+                        pair_vals[q] = torch.zeros(self.sizes[a] * Sb, dtype=torch.float64, device=dev)
+                    pair_vals[q].index_put_((ii[a] * Sb + ii[b],), Vw, accumulate=True)
+                    continue
                 if mode == "dense":
                     key = ii[a] * self.sizes[b] + ii[b]
                     v = self._bincount(key, Vw, self.sizes[a] * self.sizes[b])[aux]
@@ -233,8 +290,17 @@ class LikelihoodEngine:
             rows.append(np.arange(o, o + self.sizes[a]))
             cols.append(rows[-1])
             vals.append(diag_el[a].cpu().numpy())
-        for q, (a, b, _mode, r, c, _aux) in enumerate(self.pairs):
+        dense = []
+        for q, (a, b, mode, r, c, _aux) in enumerate(self.pairs):
             sign = -1.0 if a == 0 else 1.0  # d eta/d theta = +1, d eta/d b = -1
+            if mode == "block":
+                B = pair_vals[q]
+                if B is None:
+                    B = torch.zeros(self.sizes[a] * self.sizes[b], dtype=torch.float64)
+                if sign < 0:
+                    B.neg_()
+                dense.append((a, b, B.reshape(self.sizes[a], self.sizes[b]).cpu().numpy()))
+                continue
             v = sign * pair_vals[q].cpu().numpy() if pair_vals[q] is not None else np.zeros(len(r))
             rows += [r + self.off[a], c + self.off[b]]
             cols += [c + self.off[b], r + self.off[a]]
@@ -269,4 +335,5 @@ class LikelihoodEngine:
         C = np.concatenate(cols)
         Vv = np.concatenate(vals)
         ev.H = sp.csr_matrix((Vv, (R, C)), shape=(self.n, self.n))
+        ev.dense = dense
         return ev

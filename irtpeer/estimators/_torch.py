@@ -42,6 +42,7 @@ from .._fitrecord import DimensionFit
 from ..ratings import Ratings
 from ..spec import ModelSpec
 from ._blocksolve import BlockSchurSolver, NotPositiveDefinite
+from ._cg import IterativeSchurSolver
 from ._likelihood import LikelihoodEngine
 from ._threads import choose_threads, torch_threads
 
@@ -49,6 +50,10 @@ __all__ = ["DEFAULT_RESPONSE_PENALTY", "TorchMFRM"]
 
 #: Ridge penalty used in response mode when none is given (a standard-normal prior on logits).
 DEFAULT_RESPONSE_PENALTY = 1.0
+#: Multiply-adds of the first Schur elimination above which ``solver="auto"`` iterates (CG)
+#: instead of forming the remainder densely each Newton iteration.
+DIRECT_MAX_FLOPS = 3e8
+SOLVERS = ("auto", "direct", "iterative")
 
 
 def _resolve_device(device: str) -> torch.device:
@@ -85,6 +90,15 @@ class TorchMFRM:
     threads
         CPU threads for torch; ``None`` chooses by the size of the work (one thread for small
         designs, see :mod:`irtpeer.estimators._threads`).
+    se_facets
+        Facets (names as in the measures table, a list or a comma-separated string) whose ``se``
+        must be computed exactly even when the design is too large for exact ``se`` of every
+        element. ``None``: every element where it is affordable. Elements left out get ``se``
+        NaN (``se_model`` is always given); ``convergence`` records ``se_method``.
+    solver
+        ``"auto"`` (nested Schur complements, factorised densely, when cheap; otherwise
+        preconditioned conjugate gradients on the Schur complement, see
+        :mod:`irtpeer.estimators._cg`), ``"direct"`` or ``"iterative"``.
     progress
         Print one line per dimension and Newton iteration to stderr.
 
@@ -93,7 +107,7 @@ class TorchMFRM:
 
     name = "torch"
     #: keyword options a user may set from the command line (``irtpeer score --penalty ...``)
-    OPTIONS = ("penalty", "device", "threads")
+    OPTIONS = ("penalty", "device", "threads", "se_facets")
 
     def __init__(
         self,
@@ -106,6 +120,8 @@ class TorchMFRM:
         extreme_adjustment: float = 0.3,
         chunk_size: int = 2_000_000,
         threads: int | None = None,
+        se_facets: list[str] | str | None = None,
+        solver: str = "auto",
         progress: bool = False,
     ):
         self.spec = spec if spec is not None else ModelSpec()
@@ -116,6 +132,8 @@ class TorchMFRM:
         self.extreme_adjustment = extreme_adjustment
         self.chunk_size = chunk_size
         self.threads = threads
+        self.se_facets = se_facets
+        self.solver = solver
         self.progress = progress
 
     # ------------------------------------------------------------------ public
@@ -142,9 +160,14 @@ class TorchMFRM:
                 f"(default {DEFAULT_RESPONSE_PENALTY}) or use person mode 'model'"
             )
         self.penalty_ = lam
+        if self.solver not in SOLVERS:
+            raise IrtpeerError(f"solver {self.solver!r} is not one of {', '.join(SOLVERS)}")
+        self._se_facets = _parse_se_facets(self.se_facets)
         self.device_ = _resolve_device(self.device)
         self.options_ = {"penalty": lam, "device": str(self.device_), "tol": self.tol,
-                         "max_iter": self.max_iter, "extreme_adjustment": self.extreme_adjustment}
+                         "max_iter": self.max_iter, "extreme_adjustment": self.extreme_adjustment,
+                         "se_facets": None if self._se_facets is None else ",".join(self._se_facets),
+                         "solver": self.solver}
         t0 = time.perf_counter()
         designs = build_designs(ratings, self.spec)
         largest = max(len(d.data.x) for d in designs)
@@ -187,11 +210,20 @@ class TorchMFRM:
         engine = LikelihoodEngine(lay.core, device=self.device_, chunk=self.chunk_size)
         x, ev, solver, conv = self._newton(design, engine, lay, lam)
         V, Cm = _null_space(data, lay.active, data.offsets, data.K)
-        params, se, se_model, status, placed = self._constrained_estimates(
-            lay, x, ev, solver, V, Cm, lam
+        want = self._se_wanted(design, lay, solver)
+        params, se, se_model, status, placed, Y = self._constrained_estimates(
+            lay, x, ev, solver, V, Cm, lam, want
         )
+        conv["se_method"] = getattr(solver, "se_method", "exact")
+        missing_se = _facets_without_se(design, lay, se)
+        if missing_se:
+            notes.append(
+                f"dimension {design.dimension!r}: the design is too large for exact se of every "
+                f"element; se of {', '.join(missing_se)} was not computed (NaN; se_model is "
+                f"given). Ask for it with --se-facets"
+            )
         measures = _measures_table(design, params, se, se_model, status)
-        model_measure, model_cov = _model_scores(design, lay, params, se, placed, solver, V, Cm)
+        model_measure, model_cov = _model_scores(design, lay, params, se, placed, solver, V, Cm, Y)
         conv["seconds"] = time.perf_counter() - t0
         return DimensionFit(
             design=design,
@@ -216,14 +248,17 @@ class TorchMFRM:
         ev = engine.evaluate(x)
         fval = objective(ev, x)
         converged, it, last_step, proposed = False, 0, float("inf"), float("inf")
+        matvecs = 0
         while True:
             g = ev.g[F] + lam * x[F]
             gmax = float(np.max(np.abs(g))) if len(g) else 0.0
-            H = ev.H[F][:, F]
-            if lam:
-                H = H + lam * _speye(len(F))
-            solver = _factorise(H, lay.blocks, F, lay.n, design, names, design.data.offsets)
-            step = -solver.solve(g)
+            solver = self._make_solver(ev, lay, lam, design, names)
+            if isinstance(solver, IterativeSchurSolver):
+                # inexact Newton: the CG accuracy follows the gradient (quadratic convergence)
+                step = -solver.solve(g, rtol=min(1e-3, max(1e-12, 1e-4 * gmax)))
+                matvecs += solver.matvecs
+            else:
+                step = -solver.solve(g)
             proposed = float(np.max(np.abs(step))) if len(step) else 0.0
             self._log(
                 f"{design.dimension}: iteration {it} objective {fval:.6f} max|gradient| {gmax:.3e} "
@@ -279,11 +314,72 @@ class TorchMFRM:
             "log_likelihood": -ev.f,
             "n_obs": len(lay.core.x),
             "n_params": len(F),
+            "solver": lay.solver_kind,
+            "cg_products": matvecs,
             "seconds": 0.0,
         }
         return x, ev, solver, conv
 
-    def _constrained_estimates(self, lay: _Layout, x, ev, solver, V, Cm, lam):
+    def _make_solver(self, ev, lay: _Layout, lam: float, design, names):
+        """Factorise the Newton system: nested Schur complements (direct) or CG (iterative)."""
+        F, n, off = lay.F, lay.n, design.data.offsets
+        Hs = ev.H[F][:, F]
+        if lam:
+            Hs = Hs + lam * _speye(len(F))
+        pos = -np.ones(n, dtype=np.int64)
+        pos[F] = np.arange(len(F))
+        dense = [(pos[off[a] : off[a + 1]], pos[off[b] : off[b + 1]], B) for a, b, B in ev.dense or []]
+        kind = lay.solver_kind or (
+            self.solver if self.solver != "auto" else _choose_solver(Hs, dense, lay.blocks)
+        )
+        try:
+            if kind == "direct":
+                H = Hs
+                if dense:
+                    H = ev.full_hessian(off)[F][:, F] + (lam * _speye(len(F)) if lam else 0)
+                try:
+                    solver = BlockSchurSolver(H, lay.blocks)
+                except MemoryError:
+                    if self.solver == "direct":
+                        raise
+                    kind = "iterative"
+            if kind == "iterative":
+                solver = IterativeSchurSolver(Hs, dense, lay.blocks)
+        except NotPositiveDefinite as exc:
+            raise _not_identified(exc, F, n, design, names, off) from None
+        except MemoryError as exc:
+            raise DesignError(
+                f"dimension {design.dimension!r} is too large for the direct solver: {exc}. "
+                f"Use solver='iterative' (or 'auto')."
+            ) from None
+        lay.solver_kind = kind
+        return solver
+
+    def _se_wanted(self, design: DimensionDesign, lay: _Layout, solver) -> np.ndarray | None:
+        """Parameters (free coordinates) whose ``se`` must be exact; None: all."""
+        names = [design.person_facet, *design.facet_names]
+        off = design.data.offsets
+        if self._se_facets is not None:
+            unknown = [f for f in self._se_facets if f not in names + ["threshold"]]
+            if unknown:
+                raise IrtpeerError(
+                    f"se_facets names {', '.join(map(repr, unknown))}, not a facet of dimension "
+                    f"{design.dimension!r}; facets are {', '.join(names)} (and threshold)"
+                )
+            asked = self._se_facets
+        elif not isinstance(solver, IterativeSchurSolver) or solver.dense_affordable():
+            return None
+        else:
+            asked = [design.person_facet]  # model standard errors stay exact
+        want = np.zeros(lay.n, dtype=bool)
+        for a, name in enumerate(names):
+            if name in asked:
+                want[off[a] : off[a + 1]] = True
+        if "threshold" in asked:
+            want[off[len(names)] :] = True
+        return want[lay.F]
+
+    def _constrained_estimates(self, lay: _Layout, x, ev, solver, V, Cm, lam, want=None):
         """Estimates moved onto the reported constraints, ``se`` = sqrt(diag(P G P^T)),
         ``se_model``, and the placed extreme elements."""
         data = lay.design.data
@@ -293,9 +389,16 @@ class TorchMFRM:
         if Cm.shape[0]:
             Y[F] = solver.solve(Cm.T[F])
         Gdiag = np.zeros(n)
-        Gdiag[F] = solver.diag_inv()
+        Gdiag[F] = solver.diag_inv(want)
+        off_all = [*data.offsets, n]
+        free_mask = np.zeros(n, dtype=bool)
+        free_mask[F] = True
         var = Gdiag - 2.0 * np.einsum("ij,ij->i", V, Y) + np.einsum("ij,ij->i", V @ (Cm @ Y), V)
         var[~active] = np.nan
+        for a in range(len(data.sizes) + 1):  # a facet's se is given for all or none
+            sl = slice(off_all[a], off_all[a + 1])
+            if np.isnan(Gdiag[sl][free_mask[sl]]).any():
+                var[sl] = np.nan
         se = np.sqrt(np.maximum(var, 0.0))
         info_diag = np.asarray(ev.H.diagonal()).ravel()  # unpenalised information
         with np.errstate(divide="ignore"):
@@ -316,7 +419,7 @@ class TorchMFRM:
         elif lam > 0:
             ext2, _ = _find_extremes(data, iterate=False)
             _flag_extremes(status, ext2, off)
-        return params, se, se_model, status, placed
+        return params, se, se_model, status, placed, Y
 
 
 # ---------------------------------------------------------------------- layout
@@ -333,6 +436,7 @@ class _Layout:
     F: np.ndarray  # indices of the free parameters
     blocks: list[np.ndarray]  # per facet (and thresholds): positions in F, for the Schur solver
     n_extreme: int
+    solver_kind: str | None = None  # "direct" or "iterative", chosen at the first Newton step
 
     @property
     def n(self) -> int:
@@ -415,25 +519,44 @@ def _flag_extremes(status, extreme, off, orphan=None):
             st[orphan[off[a] : off[a + 1]]] = "only_extreme_data"
 
 
-def _model_scores(design, lay: _Layout, params, se, placed, solver, V, Cm):
-    """Per-model measure (response mode: mean of its responses) and the covariance of those."""
+def _model_scores(design, lay: _Layout, params, se, placed, solver, V, Cm, Y):
+    """Per-model measure (response mode: mean of its responses) and the covariance of those.
+
+    ``cov = L^T P G P^T L`` with ``L`` the persons -> models averaging, ``G`` the inverse
+    information and ``P = I - V C`` the projection onto the constraints. With ``Y = G C^T``
+    (already solved for the standard errors) and the symmetry of ``G`` only the persons' block
+    ``G_pp L_p`` needs new solves (none at all when the solver holds it densely).
+    """
     data = design.data
     n, F = lay.n, lay.F
     M = len(design.model_labels)
     P = data.sizes[0]
-    Lmat = np.zeros((n, M))
     counts = np.bincount(design.person_model, minlength=M).astype(float)
-    Lmat[np.arange(P), design.person_model] = 1.0 / counts[design.person_model]
+    weight = 1.0 / counts[design.person_model]  # person p -> model person_model[p]
     ext_p = placed[:P]
-    L_fit = Lmat.copy()
-    L_fit[:P][ext_p] = 0.0  # extreme persons are placed after the fit: independent of the rest
-    PtL = L_fit - Cm.T @ (V.T @ L_fit)
-    Z = np.zeros((n, M))
-    Z[F] = solver.solve(PtL[F])
-    model_cov = L_fit.T @ (Z - V @ (Cm @ Z))
+    fit_p = np.flatnonzero(~ext_p)  # extreme persons are placed after the fit: independent
+    pos = -np.ones(n, dtype=np.int64)
+    pos[F] = np.arange(len(F))
+    L_fit = np.zeros((n, M))
+    L_fit[fit_p, design.person_model[fit_p]] = weight[fit_p]
+    model_mode = np.array_equal(design.person_model, np.arange(P))
+    if model_mode:
+        LGL = np.zeros((M, M))
+        LGL[np.ix_(fit_p, fit_p)] = solver.inverse_block(pos[fit_p], None)
+    else:
+        Lp = L_fit[fit_p]
+        LGL = Lp.T @ solver.inverse_block(pos[fit_p], Lp)
+    T = V.T @ L_fit  # (constraints, M)
+    YL = Y.T @ L_fit  # = C G L
+    CGC = Cm @ Y  # = C G C^T
+    LZ = LGL - YL.T @ T  # L^T G P^T L
+    CZ = YL - CGC @ T  # C G P^T L
+    model_cov = LZ - (L_fit.T @ V) @ CZ
     if ext_p.any():
-        model_cov += np.diag(((Lmat[:P][ext_p] ** 2) * (se[:P][ext_p] ** 2)[:, None]).sum(0))
-    model_measure = Lmat[:P].T @ params[:P]
+        ext = np.flatnonzero(ext_p)
+        np.add.at(model_cov, (design.person_model[ext], design.person_model[ext]),
+                  weight[ext] ** 2 * se[ext] ** 2)
+    model_measure = np.bincount(design.person_model, weights=weight * params[:P], minlength=M)
     return model_measure, 0.5 * (model_cov + model_cov.T)
 
 
@@ -465,35 +588,61 @@ def _speye(n):
     return sp.identity(n, format="csr")
 
 
-def _factorise(H, blocks, F, n, design, names, off):
-    try:
-        return BlockSchurSolver(H, blocks)
-    except NotPositiveDefinite as exc:
-        vec = np.zeros(n)
-        if exc.null_vector is not None:
-            vec[F] = exc.null_vector
-        top = np.argsort(-np.abs(vec))[:6]
-        involved = []
-        for t in top:
-            if abs(vec[t]) < 1e-8:
-                continue
-            a = int(np.searchsorted(off, t, side="right") - 1)
-            if a < len(names):
-                lab = design.person_labels if a == 0 else design.facet_labels[a - 1]
-                involved.append(f"{names[a]}={lab[t - off[a]]}")
-            else:
-                involved.append("thresholds")
-        raise DesignError(
-            f"the design of dimension {design.dimension!r} does not identify every measure: "
-            f"some facets are confounded (e.g. each judge rates a single item, or a facet is "
-            f"nested in another). Elements involved: {', '.join(involved) or 'unknown'}. Drop or "
-            f"merge one of the confounded facets, or add a small --penalty."
-        ) from None
-    except MemoryError as exc:
-        raise DesignError(
-            f"dimension {design.dimension!r} is too large for exact standard errors: {exc}. Two "
-            f"large facets are crossed with each other; fit in model person mode or split the data."
-        ) from None
+def _parse_se_facets(value) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        raise IrtpeerError(
+            f"se_facets must be facet names (e.g. 'model' or 'model,judge'), got {value!r}"
+        )
+    return list(value)
+
+
+def _facets_without_se(design: DimensionDesign, lay: _Layout, se) -> list[str]:
+    off = design.data.offsets
+    names = [design.person_facet, *design.facet_names]
+    out = []
+    for a, name in enumerate(names):
+        sl = slice(off[a], off[a + 1])
+        if np.any(lay.active[sl] & np.isnan(se[sl])):
+            out.append(name)
+    return out
+
+
+def _choose_solver(Hs, dense, blocks) -> str:
+    """Direct when the first elimination is cheap (sum over the eliminated elements of their
+    neighbours squared), iterative when it is not or when facets are crossed densely."""
+    if dense:
+        return "iterative"
+    k = int(np.argmax([len(b) for b in blocks]))
+    be = np.asarray(blocks[k], dtype=np.int64)
+    row_nnz = np.diff(Hs[be].indptr).astype(float) - 1.0
+    return "direct" if float(np.sum(row_nnz**2)) <= DIRECT_MAX_FLOPS else "iterative"
+
+
+def _not_identified(exc, F, n, design, names, off):
+    vec = np.zeros(n)
+    if exc.null_vector is not None:
+        vec[F] = exc.null_vector
+    top = np.argsort(-np.abs(vec))[:6]
+    involved = []
+    for t in top:
+        if abs(vec[t]) < 1e-8:
+            continue
+        a = int(np.searchsorted(off, t, side="right") - 1)
+        if a < len(names):
+            lab = design.person_labels if a == 0 else design.facet_labels[a - 1]
+            involved.append(f"{names[a]}={lab[t - off[a]]}")
+        else:
+            involved.append("thresholds")
+    return DesignError(
+        f"the design of dimension {design.dimension!r} does not identify every measure: "
+        f"some facets are confounded (e.g. each judge rates a single item, or a facet is "
+        f"nested in another). Elements involved: {', '.join(involved) or 'unknown'}. Drop or "
+        f"merge one of the confounded facets, or add a small --penalty."
+    )
 
 
 def _find_extremes(data: FacetData, iterate: bool = True):
