@@ -63,6 +63,8 @@ def test_every_method_trains_loss_goes_down_and_model_loads_back(method, tiny_di
     records = make_records(8)
     if method == "modpo":
         records = _with_modpo_rewards(records)
+    if method == "sft-anchor":  # anchor SFT data given as --data
+        records = [{"prompt": r["prompt"], "completion": r["golden"]} for r in records]
     before = _params(AutoModelForCausalLM.from_pretrained(tiny_dir))
     out = tmp_path / "out"
     result = train(

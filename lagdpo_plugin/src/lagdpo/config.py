@@ -14,6 +14,7 @@ DPO. The ablation grid of §6.3 is ``lagdpo ablate --epsilons … --dual-lrs …
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -165,8 +166,11 @@ class LagDPOConfig(DPOConfig):
             raise ConfigError(
                 f"method={self.method!r} is unknown; choose one of {', '.join(METHODS)}."
             )
-        if self.dual_lr < 0:
-            raise ConfigError(f"dual_lr={self.dual_lr} must be ≥ 0.")
+        for name in ("dual_lr", "epsilon", "learning_rate"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be ≥ 0.")
+        if self.beta <= 0:
+            raise ConfigError(f"beta={self.beta} must be > 0 (the DPO temperature, e.g. 0.1).")
         if self.lambda_init < 0 or self.lambda_max < self.lambda_init:
             raise ConfigError(
                 f"need 0 ≤ lambda_init ≤ lambda_max, got lambda_init={self.lambda_init}, lambda_max={self.lambda_max}."
@@ -212,7 +216,8 @@ def config_field_names() -> set[str]:
 
 
 def build_config(values: dict[str, Any]) -> LagDPOConfig:
-    """`LagDPOConfig(**values)` with a clear error for unknown keys."""
+    """`LagDPOConfig(**values)` with values coerced to their field types and one-line errors for
+    unknown keys, wrong types and values that TRL or transformers reject."""
     known = config_field_names()
     unknown = sorted(set(values) - known)
     if unknown:
@@ -225,4 +230,136 @@ def build_config(values: dict[str, Any]) -> LagDPOConfig:
         raise ConfigError(
             f"unknown setting(s) {', '.join(hints)}; see `lagdpo train --help-config`."
         )
-    return LagDPOConfig(**values)
+    values = coerce_settings(values)
+    try:
+        with warnings.catch_warnings():
+            # TRL itself sets `gradient_checkpointing`, which transformers 5 renames: not the user's.
+            warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated")
+            return LagDPOConfig(**values)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:  # raised by DPOConfig / TrainingArguments checks
+        message = " ".join(str(exc).split())
+        raise ConfigError(f"invalid settings: {message}") from exc
+
+
+# --- types --------------------------------------------------------------------------------------
+# YAML 1.1 (PyYAML) reads `5e-3` and `1e-5` as strings (a float needs a dot), and so does the CLI,
+# which parses each value as YAML. Every value is therefore coerced to the type its field declares.
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _field_types() -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(LagDPOConfig)
+
+
+def _union_args(hint: Any) -> tuple[Any, ...]:
+    import types
+    import typing
+
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _coerce_scalar(value: Any, target: type) -> Any:
+    """``value`` as ``target`` (bool, int, float or str), or raise ValueError."""
+    if target is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        if type(value) is int and value in (0, 1):
+            return bool(value)
+        raise ValueError
+    if isinstance(value, bool):  # True is an int to Python, not to a user
+        raise TypeError
+    if target is float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value.strip())
+        raise ValueError
+    if target is int:
+        number = value if isinstance(value, (int, float)) else float(str(value).strip())
+        if isinstance(number, int):
+            return number
+        if float(number).is_integer():
+            return int(number)
+        raise ValueError
+    if target is str and isinstance(value, str):
+        return value
+    raise ValueError
+
+
+def _coerce_value(value: Any, hint: Any) -> Any:
+    """``value`` coerced to the annotation ``hint``; ValueError if it cannot be."""
+    import typing
+
+    options = _union_args(hint)
+    if value is None:
+        if type(None) in options:
+            return None
+        raise ValueError
+    for option in options:  # an exact type match wins (e.g. str in `int | str`)
+        if option in _TYPE_NAMES and type(value) is option:
+            return value
+    for option in options:
+        origin = typing.get_origin(option)
+        if option in _TYPE_NAMES:
+            try:
+                return _coerce_scalar(value, option)
+            except (ValueError, TypeError):
+                continue
+        elif origin is list and isinstance(value, (list, tuple)):
+            (item,) = typing.get_args(option) or (Any,)
+            return [_coerce_value(v, item) if item in _TYPE_NAMES else v for v in value]
+        elif origin is dict and isinstance(value, dict):
+            _, item = typing.get_args(option) or (Any, Any)
+            return {
+                k: _coerce_value(v, item) if item in _TYPE_NAMES else v for k, v in value.items()
+            }
+        elif option in (list, dict) and isinstance(value, option):
+            return value
+        elif option not in (type(None),) and origin is None and option not in (list, dict):
+            return value  # an enum, Literal or object type: TRL/transformers check it
+    raise ValueError
+
+
+def _describe(hint: Any) -> str:
+    import typing
+
+    names = []
+    for option in _union_args(hint):
+        origin = typing.get_origin(option)
+        if option in _TYPE_NAMES:
+            names.append(_TYPE_NAMES[option])
+        elif origin is list or option is list:
+            names.append("a list such as [1, 2]")
+        elif origin is dict or option is dict:
+            names.append("a mapping such as {A: 0.4}")
+        elif option is type(None):
+            names.append("null")
+    return " or ".join(dict.fromkeys(names)) or "a valid value"
+
+
+def coerce_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every known setting coerced to its field's type (``"5e-3"`` → 0.005);
+    a value that cannot be coerced is a one-line `ConfigError` naming the setting."""
+    hints = _field_types()
+    out = dict(values)
+    for key, value in values.items():
+        if key not in hints:
+            continue
+        try:
+            out[key] = _coerce_value(value, hints[key])
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"setting {key}={value!r} must be {_describe(hints[key])}; "
+                f"fix it in the config file or on the command line (--{key.replace('_', '-')})."
+            ) from None
+    return out

@@ -28,6 +28,7 @@ from .errors import DataError
 __all__ = [
     "MultiNegCollator",
     "flatten_to_pairs",
+    "is_personaknob",
     "load_personaknob",
     "load_sft_data",
     "parse_mask",
@@ -196,6 +197,15 @@ def validate_record(record: Mapping[str, Any], index: int = 0) -> dict[str, Any]
         out[column] = text
     out["dim_mask"] = [dim in mask for dim in DIMENSIONS]
     return out
+
+
+def is_personaknob(source: Any) -> bool:
+    """Whether ``source`` (path, Dataset or list of dicts) has PersonaKnob's columns."""
+    if isinstance(source, Sequence) and not isinstance(source, (str, bytes)):
+        columns = set(source[0]) if len(source) else set()
+    else:
+        columns = set(_read_table(source).column_names)
+    return {"prompt", "golden", "mask"} <= columns
 
 
 def load_personaknob(source: Any, *, limit: int | None = None):

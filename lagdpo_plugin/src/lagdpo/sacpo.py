@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from .data import parse_mask
+from .errors import ConfigError
 
-__all__ = ["strip_fused_head", "train_sacpo"]
+__all__ = ["stage_max_steps", "strip_fused_head", "train_sacpo"]
 
 
 def strip_fused_head(model) -> None:
@@ -31,10 +32,74 @@ def strip_fused_head(model) -> None:
             del module.__dict__["forward"]
 
 
+STAGE_FINAL = "final"
+
+
+def stage_max_steps(max_steps: int | None, n_stages: int) -> list[int]:
+    """Split a total ``max_steps`` over the stages (5 over 2 stages → 3, 2); -1 = by epochs."""
+    if max_steps is None or max_steps <= 0:
+        return [-1] * n_stages
+    if max_steps < n_stages:
+        raise ConfigError(
+            f"max_steps={max_steps} is fewer than the {n_stages} SACPO stages; "
+            f"give at least {n_stages} (one step per stage)."
+        )
+    per_stage, extra = divmod(max_steps, n_stages)
+    return [per_stage + (1 if i < extra else 0) for i in range(n_stages)]
+
+
+def _resume_plan(output_dir: Path, n_stages: int, resume) -> tuple[int, str | None]:
+    """(first stage to train, checkpoint of that stage or None) for ``resume``.
+
+    Stages whose ``stage-i/final`` model exists are done. ``resume=True`` continues the first
+    unfinished stage from its last checkpoint; a path must lie in ``stage-i/``.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    done = 0
+    while done < n_stages and (output_dir / f"stage-{done + 1}" / STAGE_FINAL).is_dir():
+        done += 1
+    if resume is True:
+        if done == 0 and not (output_dir / "stage-1").is_dir():
+            raise ConfigError(
+                f"--resume: no SACPO stage in {str(output_dir)!r} to resume from; run without --resume."
+            )
+        stage_dir = output_dir / f"stage-{done + 1}"
+        last = get_last_checkpoint(str(stage_dir)) if stage_dir.is_dir() else None
+        return done, last
+    path = Path(resume)
+    stage_name = path.parent.name
+    if (
+        not path.is_dir()
+        or not stage_name.startswith("stage-")
+        or path.parent.parent.resolve() != output_dir.resolve()
+    ):
+        raise ConfigError(
+            f"--resume {str(resume)!r}: a SACPO checkpoint lies in {output_dir!s}/stage-N/; "
+            "or give --resume without a path."
+        )
+    stage = int(stage_name.removeprefix("stage-")) - 1
+    if stage > done:
+        raise ConfigError(f"--resume {str(resume)!r}: stage {done + 1} has not finished yet.")
+    return stage, str(path)
+
+
 def train_sacpo(
-    model, tokenizer, dataset, settings: dict[str, Any], *, peft_config=None, callbacks=None
+    model,
+    tokenizer,
+    dataset,
+    settings: dict[str, Any],
+    *,
+    peft_config=None,
+    callbacks=None,
+    resume_from_checkpoint=None,
 ):
-    """Run the stages; returns the final model and the list of stage trainers."""
+    """Run the stages; returns the final model and the trainers of the stages run now.
+
+    ``max_steps`` is the total over all stages. Each stage writes its checkpoints to
+    ``output_dir/stage-i/`` and its finished model to ``output_dir/stage-i/final``; with
+    ``resume_from_checkpoint`` finished stages are loaded rather than trained again.
+    """
     from .config import build_config
     from .trainer import MultiNegDPOTrainer
 
@@ -44,19 +109,27 @@ def train_sacpo(
     ]
     betas = base.sacpo_stage_betas or [base.beta] * len(stages)
     if len(betas) != len(stages):
-        raise ValueError(f"sacpo_stage_betas has {len(betas)} values for {len(stages)} stages.")
-    max_steps = int(settings.get("max_steps", -1) or -1)
+        raise ConfigError(
+            f"sacpo_stage_betas has {len(betas)} values for {len(stages)} stages; give one per stage."
+        )
+    steps = stage_max_steps(base.max_steps, len(stages))
+    output_dir = Path(settings["output_dir"])
+    first, checkpoint = 0, None
+    if resume_from_checkpoint not in (None, False):
+        first, checkpoint = _resume_plan(output_dir, len(stages), resume_from_checkpoint)
+        if first > 0:
+            model = _load_stage_model(output_dir / f"stage-{first}" / STAGE_FINAL, model)
     trainers = []
-    for i, (dims, beta) in enumerate(zip(stages, betas)):
+    for i in range(first, len(stages)):
+        stage_dir = output_dir / f"stage-{i + 1}"
         stage_settings = {
             **settings,
             "method": "sacpo",
-            "active_dimensions": dims,
-            "beta": float(beta),
-            "output_dir": str(Path(settings["output_dir"]) / f"stage-{i + 1}"),
+            "active_dimensions": stages[i],
+            "beta": float(betas[i]),
+            "output_dir": str(stage_dir),
+            "max_steps": steps[i],
         }
-        if max_steps > 0:
-            stage_settings["max_steps"] = max(1, max_steps // len(stages))
         ref_model = None
         if peft_config is None:
             strip_fused_head(model)
@@ -72,10 +145,19 @@ def train_sacpo(
             peft_config=peft_config,
             callbacks=callbacks,
         )
-        trainer.train()
+        trainer.train(resume_from_checkpoint=checkpoint if i == first else None)
         model = trainer.accelerator.unwrap_model(trainer.model)
         if peft_config is not None:
             model = model.merge_and_unload()
         strip_fused_head(model)
+        if trainer.accelerator.is_main_process:
+            model.save_pretrained(str(stage_dir / STAGE_FINAL))
+        trainer.accelerator.wait_for_everyone()
         trainers.append(trainer)
     return model, trainers
+
+
+def _load_stage_model(path: Path, like):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(path), dtype=like.dtype)

@@ -1,7 +1,8 @@
 """The SFT baselines on TRL's `SFTTrainer`.
 
 * ``sft-anchor``: supervised fine-tuning on the anchor data only (the "A" column of the paper's
-  Table 3: general instruction data, no PersonaKnob preferences).
+  Table 3: general instruction data, no PersonaKnob preferences). It requires anchor data: given
+  PersonaKnob data alone it stops with an error rather than train what sft-combined trains.
 * ``sft-combined``: the anchor data plus the PersonaKnob golden answers (prompt → golden).
 """
 
@@ -51,12 +52,14 @@ def build_sft_dataset(method: str, persona=None, anchor=None, conversational: bo
     """The training set of an SFT baseline (see module docstring)."""
     parts = []
     if method == "sft-anchor":
-        source = anchor if anchor is not None else persona
-        if source is None:
+        # Anchor data only: PersonaKnob records alone would make it sft-combined without anchors.
+        if anchor is None:
             raise DataError(
-                "sft-anchor needs anchor data (`anchor_data`, or --data with SFT data)."
+                "sft-anchor trains on anchor SFT data only and got none: give `anchor_data` "
+                "(--anchor-data PATH, or SFT data as --data); for the PersonaKnob golden answers "
+                "use sft-combined."
             )
-        parts.append(load_sft_data(source))
+        parts.append(load_sft_data(anchor))
     elif method == "sft-combined":
         if persona is None:
             raise DataError("sft-combined needs PersonaKnob data (--data).")

@@ -37,6 +37,7 @@ from . import losses as L
 from .config import LagDPOConfig
 from .data import MultiNegCollator, load_personaknob, tokenize_personaknob
 from .dimensions import DIGNITY, DIMENSIONS, PEER
+from .errors import ConfigError, DataError
 
 __all__ = [
     "DUAL_STATE_FILE",
@@ -99,6 +100,7 @@ class MultiNegDPOTrainer(DPOTrainer):
         # Per-step accumulators and history (filled on every rank identically).
         self._acc_sums = torch.zeros(K, dtype=torch.float64)
         self._step_counts: torch.Tensor | None = None
+        self._step_micro_batches = 1
         self.history: list[dict[str, Any]] = []
         super().__init__(
             model=model,
@@ -134,7 +136,7 @@ class MultiNegDPOTrainer(DPOTrainer):
             )
             dataset = dataset.filter(lambda ex: any(ex["dim_mask"]))
             if len(dataset) == 0:
-                raise ValueError(
+                raise DataError(
                     f"no {dataset_name} record has an active dimension among {args.active_dimensions}."
                 )
         if "modpo_rewards" in dataset.column_names:
@@ -253,6 +255,7 @@ class MultiNegDPOTrainer(DPOTrainer):
         for batch in batch_samples:
             counts += batch["dim_mask"].to("cpu").sum(dim=0).to(torch.float64)
         self._step_counts = self._all_reduce(counts)
+        self._step_micro_batches = max(1, len(batch_samples))
         return batch_samples, num_items
 
     def _all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -268,6 +271,8 @@ class MultiNegDPOTrainer(DPOTrainer):
         sums = self._all_reduce(self._acc_sums.clone())
         dim_losses, present = L.reduce_dimension_losses(sums, self._step_counts)
         step = self.state.global_step
+        for name, value in self.step_metrics(dim_losses, present).items():
+            self._metrics["train"][name].append(value)
         self.update_duals(dim_losses, present, step)
         for k, dim in enumerate(DIMENSIONS):
             if present[k]:
@@ -294,6 +299,10 @@ class MultiNegDPOTrainer(DPOTrainer):
 
     def update_duals(self, dim_losses: torch.Tensor, present: torch.Tensor, step: int) -> None:
         pass
+
+    def step_metrics(self, dim_losses: torch.Tensor, present: torch.Tensor) -> dict[str, float]:
+        """Objective values of the finished step (before the dual update), logged with it."""
+        return {}
 
     def dual_metrics(self) -> dict[str, float]:
         return {}
@@ -380,7 +389,7 @@ class MultiNegDPOTrainer(DPOTrainer):
 
                 path = get_last_checkpoint(self.args.output_dir)
                 if path is None:
-                    raise ValueError(
+                    raise ConfigError(
                         f"no checkpoint found in output_dir {self.args.output_dir!r} to resume from."
                     )
             state_file = Path(path) / DUAL_STATE_FILE
@@ -416,20 +425,43 @@ def _reward_table(value, dim_mask) -> list[list[float]]:
             row = value.get(key)
             if row is None:
                 if row_index == 0 or dim_mask[row_index - 1]:
-                    raise ValueError(f"modpo_rewards lacks rewards for {key!r}.")
+                    raise DataError(f"modpo_rewards lacks rewards for {key!r}.")
                 row = {}
             table.append([float(row.get(d, 0.0)) for d in DIMENSIONS])
         return table
     table = [[float(x) for x in row] for row in value]
     if len(table) != K + 1 or any(len(row) != K for row in table):
-        raise ValueError(f"modpo_rewards must be a {K + 1}×{K} table (golden, reject_A..C × A..C).")
+        raise DataError(f"modpo_rewards must be a {K + 1}×{K} table (golden, reject_A..C × A..C).")
     return table
 
 
 class LagDPOTrainer(MultiNegDPOTrainer):
-    """Lag-DPO: mean_k L_k + Σ_k λ_k (L_k − ε_k), λ updated once per optimizer step."""
+    """Lag-DPO: mean_k L_k + Σ_k λ_k (L_k − ε_k), λ updated once per optimizer step.
+
+    The loss it returns (and TRL logs as ``loss``) is that Lagrangian, −Σ λ_k ε_k included (a
+    constant in the parameters, spread over the micro-batches of the step). Each step also logs
+    ``lagrangian`` (the same value, from the all-reduced L_k), ``weighted_dpo_loss`` (Σ_k w_k L_k,
+    w normalised), ``loss_A`` … ``loss_C`` (L_k) and ``lambda_A`` … (λ after the step's update;
+    the step's Lagrangian uses λ before it).
+    """
 
     method = "lagdpo"
+
+    def combine(self, terms, present):
+        loss = super().combine(terms, present)
+        offset = -torch.where(present, self.lambdas * self.epsilons, 0.0).sum()
+        if self.model.training and self._step_counts is not None:
+            offset = offset / self._step_micro_batches  # the micro-batch losses sum to the step's
+        return loss + offset.to(loss)
+
+    def step_metrics(self, dim_losses, present):
+        weights = self._weights
+        return {
+            "lagrangian": float(
+                L.lagrangian_loss(dim_losses, self.lambdas, self.epsilons, present, weights)
+            ),
+            "weighted_dpo_loss": float(L.multineg_dpo_loss(dim_losses, present, weights)),
+        }
 
     def _init_duals(self):
         args = self._lag_args
@@ -587,7 +619,7 @@ class MODPOTrainer(MultiNegDPOTrainer):
         super().__init__(*args, **kwargs)
         if "modpo_rewards" not in self.train_dataset.column_names:
             if not self._lag_args.modpo_reward_models:
-                raise ValueError(
+                raise ConfigError(
                     "MODPO needs margins: add a `modpo_rewards` column to the data or set `modpo_reward_models` "
                     "({dim: path of a causal LM}) in the config."
                 )

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .config import METHODS, MULTIPLIER_METHODS, SFT_METHODS, build_config
+from .config import METHODS, MULTIPLIER_METHODS, SFT_METHODS, build_config, coerce_settings
 from .errors import ConfigError
 
 __all__ = [
@@ -103,20 +103,112 @@ def _peft_config(cfg):
     )
 
 
+def _looks_like_local_path(name: str) -> bool:
+    """A Hub id is ``name`` or ``org/name``; anything else (or a path-like start) is a local path."""
+    return (
+        name.startswith((".", "/", "~"))
+        or name.count("/") > 1
+        or (os.sep != "/" and os.sep in name)
+    )
+
+
+def _load_pretrained(loader, path: str, what: str, **kwargs):
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ConfigError(
+            f"cannot load the {what} from {path!r}: {first.strip()} "
+            "(give a directory written by save_pretrained, or a Hub id with network access)."
+        ) from exc
+
+
 def _load_model_and_tokenizer(model, tokenizer, settings):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if isinstance(model, (str, os.PathLike)):
         path = str(model)
+        local = Path(path).expanduser()
+        if local.exists():
+            path = str(local)
+        elif _looks_like_local_path(path):
+            raise ConfigError(
+                f"model path {path!r} does not exist; give a directory written by save_pretrained "
+                "or a Hugging Face Hub id such as Qwen/Qwen3-4B-Instruct-2507."
+            )
         kwargs = dict(settings.get("model_init_kwargs") or {})
         kwargs.setdefault("dtype", "float32")
-        loaded = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        loaded = _load_pretrained(AutoModelForCausalLM, path, "model", **kwargs)
         if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            tokenizer = _load_pretrained(AutoTokenizer, path, "tokenizer")
         return loaded, tokenizer
     if tokenizer is None:
         raise ConfigError("pass `tokenizer=` when `model` is a model object rather than a path.")
     return model, tokenizer
+
+
+def _resolve_resume(resume, output_dir: Path) -> str | None:
+    """The checkpoint to resume from: ``True`` means the last ``checkpoint-N`` in ``output_dir``."""
+    if resume is None or resume is False:
+        return None
+    if resume is True:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if last is None:
+            raise ConfigError(
+                f"--resume: no checkpoint-N folder in {str(output_dir)!r} to resume from; "
+                "run without --resume, or give --resume PATH."
+            )
+        return last
+    if not Path(resume).is_dir():
+        raise ConfigError(f"--resume {str(resume)!r}: no such checkpoint folder.")
+    return str(resume)
+
+
+@dataclass
+class _Data:
+    train: Any = None
+    eval: Any = None
+    anchor: Any = None
+
+
+def _load_data(method: str, cfg, data, eval_data) -> _Data:
+    """Read and validate every data set of ``method`` (before any model weights are loaded)."""
+    from .data import is_personaknob, load_personaknob, load_sft_data
+    from .errors import DataError
+
+    if method == "sft-anchor":
+        if cfg.anchor_data is None and is_personaknob(data):
+            raise DataError(
+                "sft-anchor trains on anchor SFT data only, and --data is PersonaKnob data: "
+                "give the anchor data (--anchor-data PATH, or SFT data as --data), or use "
+                "--method sft-combined to train on the PersonaKnob golden answers."
+            )
+        return _Data(anchor=load_sft_data(cfg.anchor_data or data))
+    if method == "sft-combined":
+        anchor = load_sft_data(cfg.anchor_data) if cfg.anchor_data else None
+        return _Data(train=load_sft_data(data), anchor=anchor)
+    loaded = _Data(train=load_personaknob(data))
+    if eval_data is not None:
+        loaded.eval = load_personaknob(eval_data)
+    if method == "modpo":
+        _check_modpo_margins(cfg, loaded.train)
+    return loaded
+
+
+def _check_modpo_margins(cfg, dataset) -> None:
+    if "modpo_rewards" in dataset.column_names:
+        return
+    if not cfg.modpo_reward_models:
+        raise ConfigError(
+            "modpo needs margins: add a `modpo_rewards` column to the data, or set "
+            "modpo_reward_models ({dim: path of a causal LM}) in the config or with "
+            "--modpo-reward-models '{A: PATH, T: PATH}'."
+        )
+    for dim, path in cfg.modpo_reward_models.items():
+        if _looks_like_local_path(str(path)) and not Path(str(path)).expanduser().exists():
+            raise ConfigError(f"modpo_reward_models[{dim!r}] = {str(path)!r} does not exist.")
 
 
 def train(
@@ -148,7 +240,11 @@ def train(
     if max_steps is not None:
         settings["max_steps"] = int(max_steps)
     _device_defaults(settings)
+    settings = coerce_settings(settings)  # "5e-3" read from YAML → 0.005, for every method
     cfg = build_config(settings)  # validates every key, also for the SFT methods
+    if method != "sacpo":  # SACPO resumes stage by stage (lagdpo.sacpo)
+        resume_from_checkpoint = _resolve_resume(resume_from_checkpoint, Path(output_dir))
+    loaded = _load_data(method, cfg, data, eval_data)  # before any model weights are loaded
     model, tokenizer = _load_model_and_tokenizer(model, tokenizer, settings)
     peft_config = _peft_config(cfg)
     out = Path(output_dir)
@@ -157,16 +253,16 @@ def train(
     if method in SFT_METHODS:
         from .sft import PersonaSFTTrainer, sft_config_from_settings
 
+        # The plug-in's own defaults (logging every step) hold for the SFT baselines too.
         sft_settings = {k: v for k, v in settings.items() if k != "method"}
+        sft_settings.setdefault("logging_steps", cfg.logging_steps)
         trainer = PersonaSFTTrainer(
             model=model,
             args=sft_config_from_settings(sft_settings),
             method=method,
             processing_class=tokenizer,
-            persona_dataset=data if method == "sft-combined" else None,
-            anchor_dataset=cfg.anchor_data
-            if cfg.anchor_data
-            else (data if method == "sft-anchor" else None),
+            persona_dataset=loaded.train,
+            anchor_dataset=loaded.anchor,
             peft_config=peft_config,
             callbacks=callbacks,
         )
@@ -174,21 +270,20 @@ def train(
         result.trainers.append(trainer)
         final_model = trainer.model
     elif method == "sacpo":
-        from .data import load_personaknob
         from .sacpo import train_sacpo
 
         final_model, trainers = train_sacpo(
             model,
             tokenizer,
-            load_personaknob(data),
+            loaded.train,
             settings,
             peft_config=peft_config,
             callbacks=callbacks,
+            resume_from_checkpoint=resume_from_checkpoint,
         )
         result.trainers.extend(trainers)
         trainer = trainers[-1]
     else:
-        from .data import load_personaknob
         from .trainer import TRAINERS
 
         if ref_model is None and peft_config is None and not cfg.precompute_ref_log_probs:
@@ -201,8 +296,8 @@ def train(
             model=model,
             ref_model=ref_model,
             args=cfg,
-            train_dataset=load_personaknob(data),
-            eval_dataset=load_personaknob(eval_data) if eval_data is not None else None,
+            train_dataset=loaded.train,
+            eval_dataset=loaded.eval,
             processing_class=tokenizer,
             peft_config=peft_config,
             callbacks=callbacks,
