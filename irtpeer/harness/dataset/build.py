@@ -350,25 +350,45 @@ class _Builder:
                     self._regenerate(inst, "verify_N", [f"negative_{d}"], why, "negatives")
 
 
-def _round(
-    builder: _Builder, pending: list[Instance], backends, store, stats, progress, n: int
-) -> bool:
-    """One round: the next calls of every pending instance, run concurrently; False when idle."""
-    plan = [(inst, tag, unit) for inst in pending for tag, unit in builder.plan(inst)]
-    if not plan:
-        return False
-    bar = Progress(len(plan), f"dataset round {n}", progress)
+class _KeepOpen:
+    """A backend whose ``aclose`` waits for the end of the build: the executor closes its backends
+    after every run, but the rounds of a build share one event loop and one client per endpoint
+    (a new HTTPS client per round would cost a TLS context and new connections each time)."""
+
+    def __init__(self, backend):
+        self._backend = backend
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _rounds(builder: _Builder, instances, backends, store, stats, progress, max_rounds):
+    """Rounds until no instance is pending: each round runs the next calls of every pending
+    instance concurrently, then advances each instance with its outcomes."""
+    kept = {label: _KeepOpen(b) for label, b in backends.items()}
     try:
-        asyncio.run(run_units([u for _, _, u in plan], backends, store, stats, progress=bar))
+        for n in range(1, max_rounds + 1):
+            pending = [i for i in instances if i.status == "pending"]
+            plan = [(inst, tag, unit) for inst in pending for tag, unit in builder.plan(inst)]
+            if not plan:
+                return
+            bar = Progress(len(plan), f"dataset round {n}", progress)
+            try:
+                await run_units([u for _, _, u in plan], kept, store, stats, progress=bar)
+            finally:
+                bar.close()
+            grouped: dict[str, dict[str, CallUnit]] = {}
+            for inst, tag, unit in plan:
+                grouped.setdefault(inst.id, {})[tag] = unit
+            for inst in pending:
+                if inst.id in grouped:
+                    builder.advance(inst, grouped[inst.id])
     finally:
-        bar.close()
-    grouped: dict[str, dict[str, CallUnit]] = {}
-    for inst, tag, unit in plan:
-        grouped.setdefault(inst.id, {})[tag] = unit
-    for inst in pending:
-        if inst.id in grouped:
-            builder.advance(inst, grouped[inst.id])
-    return True
+        for b in backends.values():
+            await b.aclose()
 
 
 def _backends(cfg: BuildConfig):
@@ -452,10 +472,7 @@ def build_dataset(
     with CallStore(out / "calls.jsonl") as store:
         stats.add("store_records_at_start", store.loaded)
         try:
-            for n in range(1, max_rounds + 1):
-                pending = [i for i in instances if i.status == "pending"]
-                if not _round(builder, pending, backends, store, stats, progress, n):
-                    break
+            asyncio.run(_rounds(builder, instances, backends, store, stats, progress, max_rounds))
         except EndpointFatalError:
             atomic_write_json(manifest("aborted"), manifest_path)
             raise
