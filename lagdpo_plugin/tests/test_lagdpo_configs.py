@@ -142,3 +142,31 @@ def test_a_bad_value_in_a_config_file_names_the_key(tmp_path):
     config.write_text("learning_rate: 1e-5\nnum_train_epochs: three\n")
     with pytest.raises(ConfigError, match="num_train_epochs='three' must be a number"):
         train("lagdpo", tmp_path / "no-model", make_records(2), tmp_path / "o", config=str(config))
+
+
+def test_requirement_lower_bounds_are_the_installed_versions():
+    """A range must not admit versions never run: each lower bound is the major.minor installed."""
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    import tomllib
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    checked = []
+    for text in project["dependencies"] + extras["peft"] + extras["dev"]:
+        req = Requirement(text)
+        try:
+            installed = Version(version(req.name))
+        except PackageNotFoundError:
+            continue
+        lower = [Version(s.version) for s in req.specifier if s.operator == ">="]
+        assert lower, f"{text}: no lower bound"
+        assert req.specifier.contains(installed.base_version), f"{text} excludes {installed}"
+        assert (lower[0].major, lower[0].minor) == (installed.major, installed.minor), (
+            f"{text}: lower bound {lower[0]} but the tests run {installed}"
+        )
+        checked.append(req.name)
+    assert {"torch", "trl", "transformers", "accelerate", "datasets", "peft"} <= set(checked)

@@ -9,7 +9,15 @@ import torch
 
 from lagdpo import losses as L
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """Hand values need float64; scoped to this module's tests so the tiny models elsewhere train
+    in the float32 users run (setting it at import would change it for the whole session)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
 
 
 def _logsig(x: float) -> float:
