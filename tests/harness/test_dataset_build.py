@@ -11,7 +11,10 @@ import io
 import json
 import os
 import re
+import shutil
+import subprocess
 
+import pandas as pd
 import pytest
 from dataset_fake import DatasetFakeServer
 from dataset_support import write_config
@@ -237,3 +240,31 @@ def test_lagdpo_trains_a_step_on_the_built_file(built, tmp_path, tiny_chat_model
     rows = list(csv.DictReader((run / "lambda_history.csv").open()))
     assert len(rows) == 4 and {r["dimension"] for r in rows} == set("ATEC")
     assert all(float(r["loss"]) > 0 for r in rows)
+
+
+def _dom(path):
+    """The page as a real browser renders it (headless Chromium runs the page's script)."""
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("needs a Chromium browser (Debian: apt-get install chromium)")
+    args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", path.as_uri()]
+    return subprocess.run(args, capture_output=True, text=True, timeout=90, check=True).stdout
+
+
+def test_review_page_renders_in_a_browser_and_shows_text_as_text(built, tmp_path):
+    out, *_ = built
+    dom = _dom(out / "review.html")
+    assert len(re.findall(r'class="card ?"', dom)) == 29
+    assert "0 of 29 reviewed" in dom and "CTX[AT-0001|AT|v2]" in dom
+
+    from irtpeer.harness.dataset.review import REVIEW_COLUMNS, review_html
+
+    evil = "<img src=x onerror=alert(1)></script><b>bold</b>"
+    row = dict.fromkeys(REVIEW_COLUMNS, "")
+    row.update(instance_id="X-0000", mask="A", prompt=evil, reject_A="neg", reference="ref")
+    page = tmp_path / "evil.html"
+    page.write_text(review_html(pd.DataFrame([row], columns=REVIEW_COLUMNS), {"A": "Anti"}))
+    dom = _dom(page)
+    assert len(re.findall(r'class="card ?"', dom)) == 1
+    assert "&lt;img src=x onerror=alert(1)&gt;&lt;/script&gt;&lt;b&gt;bold&lt;/b&gt;" in dom
+    assert "<b>bold</b>" not in dom
