@@ -235,7 +235,7 @@ def cmd_validate(argv: list[str]) -> int:
 
 
 def cmd_help_config() -> int:
-    from dataclasses import fields
+    from dataclasses import MISSING, fields
 
     from .config import LagDPOConfig
 
@@ -254,8 +254,15 @@ def cmd_help_config() -> int:
             "logging_steps",
             "bf16",
             "gradient_checkpointing",
+            "warmup_steps",
+            "lr_scheduler_type",
         ):
-            print(f"--{f.name.replace('_', '-'):<28} {f.metadata.get('help', '')}")
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            default = getattr(default, "value", default)  # enums by their value
+            shown = yaml.safe_dump(default, default_flow_style=True).removesuffix("...\n").strip()
+            print(
+                f"--{f.name.replace('_', '-'):<28} {f.metadata.get('help', '')} [default: {shown}]"
+            )
     print("(every other DPOConfig / TrainingArguments field is accepted as well)")
     return 0
 
