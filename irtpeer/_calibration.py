@@ -25,6 +25,11 @@ PEER_DIMENSIONS = ("E", "C")
 DIGNITY_DIMENSIONS = ("A", "T")
 _COMPOSITES = {"peer": PEER_DIMENSIONS, "dignity": DIGNITY_DIMENSIONS}
 
+#: The text summary shows the top and bottom this many persons, and the elements of facets with
+#: at most SMALL_FACET elements (judges, rubric items).
+SHOWN_SCORES = 10
+SMALL_FACET = 12
+
 #: Settings and convergence columns the text summary shows, when an estimator reports them.
 _OPTIONS_SHOWN = ("penalty", "device", "threads", "method", "person_prior", "chains", "draws",
                   "tune", "seed")
@@ -214,6 +219,10 @@ class Calibration:
         lines.append(
             fs.to_string(index=False, float_format=lambda v: f"{v:.3f}")
         )
+        for facet, table in self._small_facets().items():
+            lines.append("")
+            lines.append(f"{facet} (logits; higher = harder / more severe)")
+            lines.append(table.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3f}"))
         lines.append("")
         lines.append("Convergence")
         shown = [c for c in _CONVERGENCE_SHOWN if c in self.convergence.columns]
@@ -224,6 +233,27 @@ class Calibration:
             lines.append("Notes")
             lines.extend(f"  - {n}" for n in self.notes)
         return "\n".join(lines)
+
+    def _small_facets(self, limit: int = SMALL_FACET) -> dict[str, pd.DataFrame]:
+        """Facets with few elements (judges, items), to be shown element by element: a measure
+        per dimension when elements cross dimensions, else measure and se within each one."""
+        out = {}
+        m = self.measures
+        for facet in self.meta.get("facets", []):
+            sub = m[m["facet"] == facet]
+            if sub.empty or sub["element"].nunique() > limit:
+                continue
+            if sub.groupby("element")["dimension"].nunique().max() == 1:
+                table = sub.sort_values(["dimension", "measure"], ascending=[True, False])
+                out[facet] = table[["element", "dimension", "measure", "se"]].rename(
+                    columns={"element": facet}
+                )
+                continue
+            table = sub.pivot_table(index="element", columns="dimension", values="measure", sort=False)
+            table = table.loc[table.mean(axis=1).sort_values(ascending=False).index]
+            table.columns = [str(c) for c in table.columns]
+            out[facet] = table.reset_index().rename(columns={"element": facet})
+        return out
 
     def _options_text(self) -> str:
         shown = {k: v for k, v in self.options.items() if k in _OPTIONS_SHOWN and v is not None}
@@ -377,4 +407,10 @@ def _format_scores(scores: pd.DataFrame, person: str, dims: list[str]) -> str:
         cols += [f"raw_{d}" for d in dims if f"raw_{d}" in scores]
     sort_col = "peer" if "peer" in scores else dims[0]
     view = scores[cols].sort_values(sort_col, ascending=False)
-    return view.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    fmt = {"index": False, "float_format": lambda v: f"{v:.3f}"}
+    if len(view) <= 2 * SHOWN_SCORES:
+        return view.to_string(**fmt)
+    top = view.head(SHOWN_SCORES).to_string(**fmt)
+    bottom = view.tail(SHOWN_SCORES).to_string(header=False, **fmt)
+    hidden = len(view) - 2 * SHOWN_SCORES
+    return f"{top}\n  ... {hidden} more {person} rows (all {len(view)} in scores.csv) ...\n{bottom}"

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 from ._errors import DesignError, RatingsError
-from .ratings import Ratings
+from .ratings import Ratings, describe_rows
 from .spec import ModelSpec
 
 __all__ = ["DimensionDesign", "FacetData", "build_designs", "check_connected"]
@@ -122,14 +122,43 @@ def check_connected(dimension: str, names: list[str], labels: list[np.ndarray], 
             if len(m):
                 shown = ", ".join(labels[a][m[:3]])
                 more = f" +{len(m) - 3} more" if len(m) > 3 else ""
-                desc.append(f"{names[a]} {shown}{more}")
-        parts.append(f"subset {comp + 1}: " + ", ".join(desc))
+                desc.append(f"{names[a]}: {shown}{more}")
+        parts.append(f"subset {comp + 1} (" + "; ".join(desc) + ")")
     more = f"; ... and {ncomp - 3} more subsets" if ncomp > 3 else ""
     raise DesignError(
         f"the design of dimension {dimension!r} is disconnected into {ncomp} subsets whose "
-        f"measures cannot be compared ({'; '.join(parts)}{more}); link them (e.g. have some "
+        f"measures cannot be compared: {', '.join(parts)}{more}; link them (e.g. have some "
         f"judges rate across them) or calibrate each subset separately"
     )
+
+
+def _check_categories(ratings: Ratings, dim: str, df: pd.DataFrame, raw: np.ndarray, cats):
+    """In ``--scale auto``, refuse categories that look like stray values rather than a scale:
+    a rare lowest or highest score outside the range of the rest (one -1 in 0/1 data would make a
+    3-category rating scale), or a range mostly unobserved (0, 1, 99 would make 0..99)."""
+    counts = np.array([(raw == c).sum() for c in cats])
+    n = len(raw)
+    hint = "or pass --score-range=MIN,MAX to declare the valid range and keep them"
+    for end in (0, len(cats) - 1):
+        c, k = int(cats[end]), int(counts[end])
+        rest = np.delete(cats, end)
+        if len(rest) >= 2 and (k == 1 or k < 0.002 * n):
+            pos = np.flatnonzero(raw == c)
+            rows = ratings.file_rows(df.index.to_numpy()[pos])
+            raise RatingsError(
+                f"column {ratings.score!r}, dimension {dim!r}: the score {c} occurs in only {k} of "
+                f"{n} judgments ({describe_rows(rows)}), outside the range {rest[0]}..{rest[-1]} "
+                f"of the other scores; it would add a category to the scale and shift every "
+                f"measure. Correct or empty it, {hint}"
+            )
+    span = int(cats[-1]) - int(cats[0]) + 1
+    if span > 3 and len(cats) / span < 0.5:
+        raise RatingsError(
+            f"column {ratings.score!r}, dimension {dim!r}: the scores {', '.join(map(str, cats))} "
+            f"leave {span - len(cats)} of the {span} categories between {cats[0]} and {cats[-1]} "
+            f"unobserved; a stray value (e.g. 99 for 'missing') would stretch the scale. Correct "
+            f"or empty the stray values, {hint}"
+        )
 
 
 def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
@@ -198,6 +227,8 @@ def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
             )
         gaps = sorted(set(range(int(cats[0]), int(cats[-1]) + 1)) - {int(c) for c in cats})
         scale = spec.scale
+        if scale == "auto" and ratings.score_range is None:
+            _check_categories(ratings, dim, df, raw, cats)
         if scale == "auto":
             scale = "binary" if len(cats) == 2 else "rsm"
         if scale == "binary" and len(cats) > 2:

@@ -27,7 +27,7 @@ _DUPLICATE_POLICIES = ("error", "keep", "mean")
 _SCORE_NA_TOKENS = ("na", "n/a", "nan", "null", "none", "<na>")
 
 
-def _rows(idx, limit: int = 5) -> str:
+def describe_rows(idx, limit: int = 5) -> str:
     """Describe data rows by 1-based number (the header is not counted)."""
     idx = list(idx)
     shown = ", ".join(str(int(i) + 1) for i in idx[:limit])
@@ -57,6 +57,15 @@ class Ratings:
     source: str = "<DataFrame>"
     summary: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: 0-based data row (in the file) of each row of ``data``; ``None`` when they are the same
+    rows: np.ndarray | None = None
+    #: the ``score_range`` the user declared, if any
+    score_range: tuple[int, int] | None = None
+
+    def file_rows(self, positions) -> np.ndarray:
+        """Data rows in the file of rows ``positions`` of ``data`` (for messages)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return positions if self.rows is None else self.rows[positions]
 
     @property
     def dimensions(self) -> list[str]:
@@ -97,7 +106,7 @@ def _coerce_scores(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarr
             examples = ", ".join(repr(v) for v in pd.unique(s.iloc[idx[:50]]))[:200]
             raise RatingsError(
                 f"column {column!r} has {bad.sum()} non-numeric score(s) ({examples}) in "
-                f"{_rows(idx)}; scores must be integers, with an empty cell for no judgment"
+                f"{describe_rows(idx)}; scores must be integers, with an empty cell for no judgment"
             )
         s = num
     f = s.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -108,12 +117,12 @@ def _coerce_scores(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarr
         examples = ", ".join(f"{v:g}" for v in pd.unique(f[idx[:50]]))[:200]
         raise RatingsError(
             f"column {column!r} has {frac.sum()} non-integer score(s) ({examples}) in "
-            f"{_rows(idx)}; round them to integers (or use a rounded column such as "
+            f"{describe_rows(idx)}; round them to integers (or use a rounded column such as "
             f"`--score score_rounded`), or leave the cell empty for no judgment"
         )
     inf = (~null) & ~np.isfinite(f)
     if inf.any():
-        raise RatingsError(f"column {column!r} has infinite scores in {_rows(np.flatnonzero(inf))}")
+        raise RatingsError(f"column {column!r} has infinite scores in {describe_rows(np.flatnonzero(inf))}")
     out = np.zeros(len(f), dtype=np.int64)
     out[~null] = np.round(f[~null]).astype(np.int64)
     return out, null
@@ -239,7 +248,7 @@ def load_ratings(
         nulls = df[col].isna().to_numpy()
         if nulls.any():
             raise RatingsError(
-                f"column {col!r} is empty in {nulls.sum()} of {n_read} rows ({_rows(np.flatnonzero(nulls))}); "
+                f"column {col!r} is empty in {nulls.sum()} of {n_read} rows ({describe_rows(np.flatnonzero(nulls))}); "
                 f"every judgment needs its {col}: fill them in or drop those rows"
             )
         df[col] = _as_labels(df[col])
@@ -253,10 +262,12 @@ def load_ratings(
             vals = ", ".join(str(v) for v in sorted(pd.unique(values[out]))[:10])
             raise RatingsError(
                 f"column {score!r} has {out.sum()} score(s) outside the range {lo}..{hi} "
-                f"(values {vals}) in {_rows(idx)}; correct them, set them empty (no judgment), "
+                f"(values {vals}) in {describe_rows(idx)}; correct them, set them empty (no judgment), "
                 f"or change the range"
             )
+    kept_rows = None
     if n_null := int(null.sum()):
+        kept_rows = np.flatnonzero(~null)
         df = df.loc[~null].copy()
     df["_score"] = values[~null]
     df["_weight"] = 1.0
@@ -312,4 +323,6 @@ def load_ratings(
         source=src,
         summary=summary,
         notes=notes,
+        rows=kept_rows,
+        score_range=None if score_range is None else (int(score_range[0]), int(score_range[1])),
     )

@@ -130,7 +130,10 @@ def test_unobserved_middle_category_is_reported():
     sim = irtpeer.simulate(models=4, questions=30, judges=2, dimensions="A", categories=4, seed=2)
     df = sim.ratings.dropna(subset=["score"])
     df = df.assign(score=df["score"].astype(int).replace({1: 0}) * 2)  # categories 0, 4, 6
-    cal = irtpeer.calibrate(df)
+    # most of 0..6 unobserved: an error in --scale auto unless the range is declared (issue 12)
+    with pytest.raises(RatingsError, match="leave 4 of the 7 categories between 0 and 6"):
+        irtpeer.calibrate(df)
+    cal = irtpeer.calibrate(irtpeer.load_ratings(df, score_range=(0, 6)))
     assert any("categories 1, 2, 3, 5 between 0 and 6 are never observed" in n for n in cal.notes)
     assert list(cal.facet("threshold")["element"]) == ["4", "6"]
 

@@ -28,11 +28,24 @@ def compare(cal: irtpeer.Calibration, ref: pd.DataFrame, facet_map=None):
     m = ref.merge(ours, on=["dimension", "facet", "element"], how="left", suffixes=("_ref", ""))
     assert m["measure"].notna().all(), m[m["measure"].isna()].head()
     assert len(m) == len(ref)
-    dmeas = np.abs(m["measure"] - m["measure_ref"]).max()
-    dse = np.abs(m["se"] / m["se_ref"] - 1).max()
+    # a missing SE (NaN) on either side must fail: numpy's max propagates NaN, pandas' skips it
+    has_se = m["se_ref"].notna().to_numpy()
+    assert np.isfinite(m["se"].to_numpy()[has_se]).all(), m[has_se & m["se"].isna()].head()
+    dmeas = np.max(np.abs(m["measure"].to_numpy() - m["measure_ref"].to_numpy()))
+    dse = np.max(np.abs(m["se"].to_numpy()[has_se] / m["se_ref"].to_numpy()[has_se] - 1))
     assert dmeas < MEASURE_TOL, f"max |measure diff| {dmeas}"
     assert dse < SE_RTOL, f"max relative se diff {dse}"
     return dmeas, dse
+
+
+def test_compare_fails_when_ses_are_missing():
+    # the comparison itself must not pass when our SEs are NaN (issue 12, item 16)
+    ratings = irtpeer.load_ratings(DATA / "binary_small.csv")
+    cal = irtpeer.calibrate(ratings)
+    ref = pd.read_csv(REFS / "binary_small_measures.csv")
+    cal.measures.loc[cal.measures.index[:40], "se"] = np.nan
+    with pytest.raises(AssertionError):
+        compare(cal, ref)
 
 
 def loglik(name):

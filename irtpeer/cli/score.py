@@ -1,4 +1,10 @@
-"""``irtpeer score``: calibrate a ratings table and print / write the scores."""
+"""``irtpeer score``: calibrate a ratings table, write the result files, print the scores.
+
+Files are written before anything is printed, so a closed stdout (``irtpeer score ... | head``)
+never loses them. Estimator settings come from one table (:data:`ESTIMATOR_FLAGS`): the CLI passes
+an estimator exactly the options its class lists in ``OPTIONS``, refuses the others with one line,
+and leaves the checking of values to the estimator.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,20 @@ import argparse
 import sys
 
 from .._errors import IrtpeerError
+
+#: option name -> (flag, argparse keywords). Which estimator takes which: its class's ``OPTIONS``.
+ESTIMATOR_FLAGS: dict[str, tuple[str, dict]] = {
+    "penalty": ("--penalty", {"type": float, "help": "L2 penalty (torch; default: 0 in model mode, 1 in response mode)"}),
+    "device": ("--device", {"help": "auto | cpu | cuda (torch; default: auto)"}),
+    "threads": ("--threads", {"type": int, "help": "CPU threads (torch; default: by the size of the work)"}),
+    "se_facets": ("--se-facets", {"help": "facets that get full-information se when the design is too large for all (torch)"}),
+    "person_prior": ("--person-prior", {"help": "normal | flat (bayes; default: normal)"}),
+    "draws": ("--draws", {"type": int, "help": "posterior draws per chain (bayes)"}),
+    "tune": ("--tune", {"type": int, "help": "tuning steps per chain (bayes)"}),
+    "chains": ("--chains", {"type": int, "help": "chains (bayes)"}),
+    "seed": ("--seed", {"type": int, "help": "random seed (bayes)"}),
+    "method": ("--method", {"help": "nuts | advi | pathfinder (bayes; default: nuts)"}),
+}
 
 
 def _score_range(text: str):
@@ -18,14 +38,27 @@ def _score_range(text: str):
     return lo, hi
 
 
-def _penalty(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return v
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """The options that say how to read a ratings table and which model to fit."""
+    p.add_argument("path", nargs="?", help="ratings file (.parquet, .csv, .tsv)")
+    p.add_argument("--example", action="store_true", help="use the bundled (simulated) example ratings")
+    p.add_argument("--person", default="model", help="person facet column (default: model)")
+    p.add_argument("--facets", default=None, help="other facet columns, comma-separated (default: question,judge,item where present)")
+    p.add_argument("--dimension", default="dimension", help="dimension column (default: dimension if present; 'none' for one dimension)")
+    p.add_argument("--score", default="score", help="integer score column (default: score)")
+    p.add_argument("--scale", default="auto", help="auto | binary | rsm | pcm:FACET (default: auto)")
+    p.add_argument("--person-mode", default="model", choices=["model", "response", "hierarchical"],
+                   help="one measure per model (default), per model x question, or hierarchical (bayes)")
+    p.add_argument("--duplicates", default="error", choices=["error", "keep", "mean"], help="duplicated judgments: stop (default), keep, or average")
+    p.add_argument("--score-range", type=_score_range, default=None, metavar="MIN,MAX", help="valid score range; scores outside are an error")
+
+
+def add_estimator_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--estimator", default="torch", help="torch (exact ML, default) | bayes (PyMC)")
+    for flag, kwargs in ESTIMATOR_FLAGS.values():
+        p.add_argument(flag, default=None, **kwargs)
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show progress on stderr (default: when stderr is a terminal)")
 
 
 def register(sub) -> None:
@@ -38,27 +71,15 @@ def register(sub) -> None:
             "higher = harder / more severe."
         ),
     )
-    p.add_argument("path", nargs="?", help="ratings file (.parquet, .csv, .tsv)")
-    p.add_argument("--example", action="store_true", help="use the bundled (simulated) example ratings")
-    p.add_argument("--person", default="model", help="person facet column (default: model)")
-    p.add_argument("--facets", default=None, help="other facet columns, comma-separated (default: question,judge,item where present)")
-    p.add_argument("--dimension", default="dimension", help="dimension column (default: dimension if present; 'none' for one dimension)")
-    p.add_argument("--score", default="score", help="integer score column (default: score)")
-    p.add_argument("--scale", default="auto", help="auto | binary | rsm | pcm:FACET (default: auto)")
-    p.add_argument("--person-mode", default="model", choices=["model", "response"], help="one measure per model (default) or per model x question")
-    p.add_argument("--penalty", type=_penalty, default=None, help="L2 penalty (default: 0 in model mode, 1 in response mode)")
-    p.add_argument("--estimator", default="torch", help="estimator (default: torch)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto)")
-    p.add_argument("--duplicates", default="error", choices=["error", "keep", "mean"], help="duplicated judgments: stop (default), keep, or average")
-    p.add_argument("--score-range", type=_score_range, default=None, metavar="MIN,MAX", help="valid score range; scores outside are an error")
+    add_data_options(p)
+    add_estimator_options(p)
     p.add_argument("--out", default=None, metavar="DIR", help="write measures.csv, scores.csv, convergence.csv, calibration.json here")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="print Newton iterations to stderr (default: when stderr is a terminal)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def load_from_args(args):
+    """The :class:`~irtpeer.Ratings` and :class:`~irtpeer.ModelSpec` the data options describe."""
     import irtpeer
 
     if args.example and args.path:
@@ -76,20 +97,37 @@ def run(args) -> int:
         duplicates=args.duplicates,
         score_range=args.score_range,
     )
-    spec = irtpeer.ModelSpec(scale=args.scale, person_mode=args.person_mode)
+    return ratings, irtpeer.ModelSpec(scale=args.scale, person_mode=args.person_mode)
+
+
+def estimator_from_args(args, spec):
+    """The estimator named by ``--estimator`` with the options that belong to it."""
     from ..estimators import get_estimator
 
+    cls = get_estimator(args.estimator)
+    given = {k: getattr(args, k) for k in ESTIMATOR_FLAGS if getattr(args, k, None) is not None}
+    foreign = [k for k in given if k not in cls.OPTIONS]
+    if foreign:
+        flags = ", ".join(ESTIMATOR_FLAGS[k][0] for k in foreign)
+        takes = ", ".join(ESTIMATOR_FLAGS[k][0] for k in cls.OPTIONS if k in ESTIMATOR_FLAGS)
+        raise IrtpeerError(
+            f"{flags} do{'es' if len(foreign) == 1 else ''} not apply to --estimator "
+            f"{args.estimator} (it takes {takes or 'no options'}); drop {flags} or choose "
+            f"another estimator"
+        )
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    est = get_estimator(args.estimator)(
-        spec, penalty=args.penalty, device=args.device, progress=progress
-    )
-    cal = est.fit(ratings).calibration_
+    return cls(spec, progress=progress, **given)
+
+
+def run(args) -> int:
+    ratings, spec = load_from_args(args)
+    cal = estimator_from_args(args, spec).fit(ratings).calibration_
+    paths = cal.to_csv(args.out) if args.out else {}  # files first: a closed stdout loses nothing
     if args.json:
         sys.stdout.write(cal.to_json() + "\n")
     else:
         print(cal.summary())
-    if args.out:
-        paths = cal.to_csv(args.out)
+    if paths:
         stream = sys.stderr if args.json else sys.stdout
         print("\nWrote " + ", ".join(str(p) for p in paths.values()), file=stream)
     return 0
