@@ -7,14 +7,29 @@ and the ratings alone (:mod:`irtpeer.analyses._model`), so every analysis works 
 estimator's result. Analyses that refit take an estimator instance.
 """
 
+from ._model import response_measures
+from .bias import bias_contrasts, bias_interaction
 from .categories import category_statistics
+from .clustered import ClusteredResult, clustered_se, question_uncertainty
 from .facets import facet_summary, separation_statistics
 from .fit import fit_statistics, wilson_hilferty
+from .stability import StabilityResult, friedman_test, per_question_scores, posthoc, stability
 
 __all__ = [
+    "ClusteredResult",
+    "StabilityResult",
+    "bias_contrasts",
+    "bias_interaction",
     "category_statistics",
+    "clustered_se",
     "facet_summary",
     "fit_statistics",
+    "friedman_test",
+    "per_question_scores",
+    "posthoc",
+    "question_uncertainty",
+    "response_measures",
     "separation_statistics",
+    "stability",
     "wilson_hilferty",
 ]
