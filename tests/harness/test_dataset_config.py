@@ -227,3 +227,16 @@ def test_length_overlap():
     assert length_overlap([], [1]) is None
     # half of b's mass shares a's bins: [0, 10) twice against [0, 10) and [90, 100]
     assert length_overlap([0, 0], [0, 100], bins=10) == pytest.approx(0.5)
+
+
+def test_refused_key_stops_the_build_with_an_aborted_manifest(tmp_path, key, capsys):
+    with DatasetFakeServer(api_key="sk-the-right-key-000000000000") as srv:
+        cfg = write_config(tmp_path, srv.url, counts=(3, 0, 0, 0))
+        out = tmp_path / "o"
+        assert run_cli(["dataset", "build", cfg, "--out", out, "--no-progress"]) == 2
+        assert srv.count <= 3  # one canary call per generator endpoint, not one per instance
+    err = capsys.readouterr().err
+    assert "HTTP 401" in err and err.count("\n") == 1 and TEST_KEY not in err
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["status"] == "aborted" and m["counts"]["fatal_http_401"] >= 1
+    assert not (out / "instances.jsonl").exists()

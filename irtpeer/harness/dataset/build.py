@@ -365,6 +365,11 @@ class _KeepOpen:
         return None
 
 
+def _round_label(n: int, plan) -> str:
+    kinds = Counter("verify" if tag[0] in "VRN" else tag.split("_")[0] for _, tag, _ in plan)
+    return f"round {n} (" + ", ".join(f"{k} {v}" for k, v in kinds.items()) + ")"
+
+
 async def _rounds(builder: _Builder, instances, backends, store, stats, progress, max_rounds):
     """Rounds until no instance is pending: each round runs the next calls of every pending
     instance concurrently, then advances each instance with its outcomes."""
@@ -375,7 +380,7 @@ async def _rounds(builder: _Builder, instances, backends, store, stats, progress
             plan = [(inst, tag, unit) for inst in pending for tag, unit in builder.plan(inst)]
             if not plan:
                 return
-            bar = Progress(len(plan), f"dataset round {n}", progress)
+            bar = Progress(len(plan), _round_label(n, plan), progress)
             try:
                 await run_units([u for _, _, u in plan], kept, store, stats, progress=bar)
             finally:
