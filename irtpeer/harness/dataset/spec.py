@@ -130,7 +130,7 @@ def _builtin(name: str):
     import importlib.resources
 
     try:
-        return importlib.resources.files("irtpeer.rubrics").joinpath("dataset", name)
+        return importlib.resources.files("irtpeer.rubrics").joinpath("dataset").joinpath(name)
     except ModuleNotFoundError:  # pragma: no cover - source checkout without the package mapping
         return Path(__file__).resolve().parents[3] / "rubrics" / "dataset" / name
 
