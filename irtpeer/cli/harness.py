@@ -70,10 +70,29 @@ def _endpoint_options(p: argparse.ArgumentParser) -> None:
     prog.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def _specs(args, models: list[str]) -> list[dict]:
+def _label_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--label",
+        action="append",
+        metavar="NAME",
+        help="name of the model in the tables (one per --model, in order; default: the --model "
+        "value, e.g. a checkpoint path)",
+    )
+
+
+def _specs(args, models: list[str], labels: list[str] | None = None) -> list[dict]:
+    from ..harness.errors import ConfigError
+
+    if labels and len(labels) != len(models):
+        raise ConfigError(
+            f"give one --label per --model, in the same order (got {len(models)} --model and "
+            f"{len(labels)} --label)"
+        )
     specs = []
-    for m in models:
+    for i, m in enumerate(models):
         spec = {"backend": args.backend, "model": m}
+        if labels:
+            spec["label"] = labels[i]
         if args.backend == "openai":
             spec.update(
                 base_url=args.base_url,
@@ -108,11 +127,18 @@ def _sampling(args, default):
 def _report(result, out, what: str) -> int:
     m = result.manifest
     c = m["counts"]
+    cost = m.get("cost") or {}
+    usd = ""
+    if cost.get("estimated_usd") is not None:
+        usd = f"; estimated ${cost['estimated_usd']:.4f}"
+        if cost.get("unpriced"):
+            usd += f" without {', '.join(cost['unpriced'])} (no price)"
     print(
-        f"{what}: {m.get('calls', m.get('rows'))} calls planned, {c.get('calls_cached', 0)} from the store, "
+        f"{what}: {m.get('calls', m.get('rows'))} calls planned, "
+        f"{c.get('calls_cached', 0)} from the store, "
         f"{c.get('calls_done', 0)} sent and stored ({c.get('requests_sent', 0)} HTTP requests); "
         f"{c.get('reasks', 0)} re-asked, {c.get('judgments_invalid', 0)} invalid, "
-        f"{c.get('judgments_failed', c.get('answers_failed', 0))} failed -> {out}",
+        f"{c.get('judgments_failed', c.get('answers_failed', 0))} failed{usd} -> {out}",
         file=sys.stderr,
     )
     if not result.complete:
@@ -142,6 +168,7 @@ def register(sub) -> None:
         metavar="MODEL",
         help="evaluated model (repeat for several)",
     )
+    _label_option(p)
     p.add_argument("--system", help="system message for every question")
     p.add_argument("--out", required=True, metavar="ANSWERS.parquet")
     _endpoint_options(p)
@@ -197,6 +224,7 @@ def register(sub) -> None:
     p.add_argument("task", choices=["sycophancy", "xstest"])
     p.add_argument("items", metavar="ITEMS", help="task file (format in docs/harness.md)")
     p.add_argument("--model", action="append", required=True, metavar="MODEL")
+    _label_option(p)
     p.add_argument(
         "--out", required=True, metavar="DIR", help="folder for answers, scored rows and summary"
     )
@@ -216,8 +244,8 @@ def run_answer(args) -> int:
     from ..harness.judge import default_paths
     from ..harness.tables import read_table
 
+    models = make_backends(_specs(args, args.model, args.label), "model")
     questions = read_table(args.questions, "questions")
-    models = make_backends(_specs(args, args.model), "model")
     store, manifest = default_paths(args.out)
     result = answer_questions(
         questions,
@@ -273,7 +301,7 @@ def run_task(args) -> int:
     from ..harness.endpoints import make_backends
     from ..harness.tasks import run_task as _run
 
-    models = make_backends(_specs(args, args.model), "model")
+    models = make_backends(_specs(args, args.model, args.label), "model")
     judges = make_backends(_specs(args, args.judge), "judge") if args.judge else None
     summary = _run(
         args.task,

@@ -45,21 +45,32 @@ class RunStats:
         return time.perf_counter() - self._t0
 
     def cost(self, backends: dict[str, Any]) -> dict[str, Any]:
-        """Estimated cost of the tokens sent in this run (cached calls cost nothing again)."""
-        total, known = 0.0, True
-        per = {}
+        """Estimated cost of the tokens sent in this run (cached calls cost nothing again).
+
+        ``estimated_usd`` is the sum over the endpoints that have prices (``None`` when none has);
+        ``unpriced`` lists the endpoints that used tokens but have no price, so the estimate is
+        complete only when it is empty."""
+        total, priced, unpriced = 0.0, False, []
+        per: dict[str, float | None] = {}
         for label, c in self.tokens.items():
             b = backends.get(label)
             pin = getattr(b, "price_input_per_mtok", None)
             pout = getattr(b, "price_output_per_mtok", None)
             if pin is None or pout is None:
-                known = known and (c["prompt_tokens"] + c["completion_tokens"] == 0)
                 per[label] = None
+                if c["prompt_tokens"] + c["completion_tokens"] > 0:
+                    unpriced.append(label)
                 continue
             usd = (c["prompt_tokens"] * pin + c["completion_tokens"] * pout) / 1e6
             per[label] = round(usd, 6)
             total += usd
-        return {"estimated_usd": round(total, 6) if known else None, "per_endpoint_usd": per}
+            priced = True
+        return {
+            "estimated_usd": round(total, 6) if priced else None,
+            "per_endpoint_usd": per,
+            "unpriced": sorted(unpriced),
+            "complete": priced and not unpriced,
+        }
 
 
 def _version(mod: str) -> str | None:

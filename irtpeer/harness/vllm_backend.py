@@ -16,6 +16,7 @@ building and output parsing are tested without vLLM or a GPU.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import Any
 
 from .backend import Backend, ChatRequest, ChatResult
@@ -47,6 +48,15 @@ class VLLMBackend(Backend):
         self.concurrency = 1
         self._llm = llm
         self._mod = vllm_module
+        if llm is None and vllm_module is None and importlib.util.find_spec("vllm") is None:
+            # say so before any stage runs, not in a worker thread after other calls were paid for
+            from .._errors import MissingDependencyError
+
+            raise MissingDependencyError(
+                f"--backend vllm (model {self.model!r}) needs vLLM and a GPU: install it with "
+                "`pip install 'irtpeer[vllm]'`, or serve the model with `vllm serve` and use "
+                "--backend openai --base-url http://HOST:PORT/v1"
+            )
 
     def identity(self) -> dict[str, Any]:
         return {
