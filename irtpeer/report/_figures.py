@@ -107,15 +107,16 @@ def rank_heatmap(prob: pd.DataFrame, metric: str) -> str:
 
 
 # ----------------------------------------------------------------------- Wright map
-def _spread(y: np.ndarray, gap: float) -> np.ndarray:
-    """Label positions near ``y`` (sorted order kept) at least ``gap`` apart."""
+def _spread(y: np.ndarray, gap: float, lo: float = -np.inf, hi: float = np.inf) -> np.ndarray:
+    """Label positions near ``y`` (order kept), at least ``gap`` apart, inside [lo, hi]."""
     order = np.argsort(y, kind="stable")
-    pos = y[order].astype(float).copy()
-    for i in range(1, len(pos)):
+    pos = np.clip(y[order].astype(float), lo, hi)
+    for i in range(1, len(pos)):  # push up
         pos[i] = max(pos[i], pos[i - 1] + gap)
-    pos -= (pos.mean() - y[order].mean()) if len(pos) else 0.0
-    for i in range(len(pos) - 2, -1, -1):  # re-settle after centring
-        pos[i] = min(pos[i], pos[i + 1] - gap)
+    if len(pos) and pos[-1] > hi:  # then down from the top where that overflowed
+        pos[-1] = hi
+        for i in range(len(pos) - 2, -1, -1):
+            pos[i] = min(pos[i], pos[i + 1] - gap)
     out = np.empty_like(pos)
     out[order] = pos
     return out
@@ -161,7 +162,7 @@ def _labelled(ax, m, labels, color, ymin, ymax, height):
     ax.set_xlim(0, 1)
     ax.scatter(np.full(len(m), 0.08), m, s=14, color=color, zorder=3)
     gap = (ymax - ymin) / (height * 72 / 10.5)  # one 8-pt text line in data units
-    pos = _spread(m, gap)
+    pos = _spread(m, gap, ymin + gap / 2, ymax - gap / 2)
     for yv, pv, lab in zip(m, pos, labels):
         ax.plot([0.1, 0.2], [yv, pv], color="0.6", lw=0.5)
         ax.text(0.22, pv, short(lab, 16), va="center", fontsize=7.5)

@@ -96,7 +96,7 @@ def measurement_tables(cal, ratings, *, head: int = 10, limit: int = 1000) -> li
     m["fair_average"] = fair_averages(cal).to_numpy()
     fit, summary, problems = _analyses_tables(cal, ratings)
     for msg in problems:
-        sec.notice(msg.capitalize() + ".")
+        sec.notice(msg[0].upper() + msg[1:] + ".")
     keys = ["dimension", "facet", "element"]
     if fit is not None:
         m[keys] = m[keys].astype(str)

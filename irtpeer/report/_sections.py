@@ -181,8 +181,8 @@ def facet_plots(cal) -> list[Section]:
         per_dim = m.groupby("dimension", sort=False).size()
         name = {"judge": "Judge severity", "item": "Rubric item difficulty",
                 "question": "Question difficulty"}.get(f, f"Facet {f}")
-        sec = Section(f"{name} by dimension" if per_dim.max() <= SMALL_FACET else name,
-                      id=f"plot-{f}")
+        by_dim = per_dim.max() <= SMALL_FACET and len(per_dim) > 1
+        sec = Section(f"{name} by dimension" if by_dim else name, id=f"plot-{f}")
         if per_dim.max() <= SMALL_FACET:
             sec.intro = ("Measures in logits with 95% intervals (higher = more severe / harder), "
                          "one colour per dimension.")
@@ -204,14 +204,16 @@ def _distribution(sec: Section, m: pd.DataFrame, f: str, name: str, k: int = 5) 
     rows = []
     for d, g in m.groupby("dimension", sort=False):
         g = g.sort_values("measure", ascending=False)
-        for tag, part in (("hardest", g.head(k)), ("easiest", g.tail(k).iloc[::-1])):
-            for rec in part.to_dict(orient="records"):
-                rows.append({**rec, "which": tag})
-    cols = [Col("dimension", "dimension", -1), Col("which", "", -1), Col("element", f, -1),
-            Col("measure", "measure", 2), Col("se", "S.E.", 2), Col("count", "count", None),
-            Col("observed_average", "obs. avg", 2), Col("status", "status", -1)]
+        rows.append({"dimension": d,
+                     "hardest": _listing(g.head(k)), "easiest": _listing(g.tail(k).iloc[::-1])})
+    cols = [Col("dimension", "dimension", -1), Col("hardest", f"{k} hardest (measure)", -1),
+            Col("easiest", f"{k} easiest (measure)", -1)]
     sec.table(make_table(pd.DataFrame(rows), TableSpec(cols, caption=f"Hardest and easiest {f}",
                                                       head=10_000)))
+
+
+def _listing(g: pd.DataFrame) -> str:
+    return ", ".join(f"{e} ({fmt(v)})" for e, v in zip(g["element"], g["measure"]))
 
 
 # -------------------------------------------------------------- category curves

@@ -32,7 +32,10 @@ def fmt(v, digits: int | None = 2) -> str:
             return "∞" if f > 0 else "−∞"
         if digits is None:
             return f"{f:.0f}"
-        return f"{f:.{digits}f}".replace("-", "−")
+        text = f"{f:.{digits}f}"
+        if text.startswith("-") and float(text) == 0:
+            text = text[1:]
+        return text.replace("-", "−")
     return str(v)
 
 
