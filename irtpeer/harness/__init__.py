@@ -6,7 +6,8 @@ Modules (one concept each): :mod:`.rubrics` (rubric files, prompts, reply valida
 :mod:`.vllm_backend`, :mod:`.transformers_backend`, :mod:`.endpoints` (backends from settings),
 :mod:`.store` (call keys and the append-only store), :mod:`.executor` (running calls),
 :mod:`.answer` and :mod:`.judge` (the two stages), :mod:`.config` (``irtpeer run``),
-:mod:`.manifest` (counts, cost, progress), :mod:`.tasks` (OOD checks), :mod:`.errors`.
+:mod:`.manifest` (counts, cost, progress), :mod:`.tasks` (OOD checks), :mod:`.errors`,
+:mod:`.schema` (typed settings, validated up front).
 """
 
 from .answer import answer_questions

@@ -6,8 +6,11 @@ model its reply and the reason. Each request is looked up in the :class:`CallSto
 first; only misses are sent, and every reply is stored the moment it arrives, so a killed run
 resumes exactly where it stopped (a re-ask whose first reply was stored is not sent again either).
 
-Asynchronous backends send one call alone first (so a wrong key or model name costs one request,
-not ``concurrency``), then run ``concurrency`` workers each; batched backends (vLLM offline,
+Units with equal keys are one call: the first is run, the others take its outcome
+(``calls_coalesced``), so nothing identical is sent twice and counts never depend on timing.
+
+Asynchronous backends send one call alone first, the canary (a wrong key, model name or URL
+costs one call, not ``concurrency`` or the whole run), then run ``concurrency`` workers each; batched backends (vLLM offline,
 transformers) get chunks of requests in a worker thread. On an :class:`EndpointFatalError` no new
 call starts; calls in flight finish and are stored (they are paid for), then the error is raised.
 """

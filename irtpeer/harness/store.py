@@ -7,7 +7,8 @@ seconds and when the store closes (a power cut can lose at most that window).
 
 The key of a call is the SHA-256 of everything that determines its output: the backend identity
 (kind, endpoint URL, model, structured-output mode), the messages, the sampling settings, the JSON
-schema, and caller-supplied context (stage, rubric hash, replicate). Never the API key.
+schema, and caller-supplied context: whose call it is (stage, evaluated model, question, judge
+label, rubric hash, replicate; see :mod:`.judge` and :mod:`.answer`). Never the API key.
 
 A rerun opens the same store, reads it back, and skips every call whose key is present. A line
 cut short by a kill (no final newline) is dropped and the file truncated to the last complete line.
