@@ -57,3 +57,37 @@ def test_singular_matrix_is_detected():
         BlockSchurSolver(sp.csr_matrix(H), blocks, min_eliminate=10)
     v = e.value.null_vector
     assert v is not None and np.linalg.norm(H @ v) < 1e-6 * np.linalg.norm(v)
+
+
+def test_iterative_schur_solver_against_dense_inverse(monkeypatch):
+    import irtpeer.estimators._cg as cg
+    from irtpeer.estimators._cg import IterativeSchurSolver
+
+    rng = np.random.default_rng(3)
+    M, Q, J = 30, 120, 4
+    rows = [(m, q, j) for m in range(M) for q in range(Q) for j in range(J) if rng.random() > 0.3]
+    H, blocks = facet_hessian(rng, [M, Q, J], rows, ridge=0.2)
+    n = H.shape[0]
+    # the model x question block given as a dense piece, the rest sparse
+    Hs = H.copy()
+    B = H[:M, M : M + Q].copy()
+    Hs[:M, M : M + Q] = 0.0
+    Hs[M : M + Q, :M] = 0.0
+    dense = [(np.arange(M), np.arange(M, M + Q), B)]
+    S = IterativeSchurSolver(sp.csr_matrix(Hs), dense, blocks)
+    assert len(S.be) == Q  # the largest facet is eliminated
+    Hi = np.linalg.inv(H)
+    g = rng.normal(size=(n, 3))
+    np.testing.assert_allclose(S.solve(g), Hi @ g, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(S.solve(g[:, 0]), Hi @ g[:, 0], rtol=1e-8, atol=1e-10)
+    monkeypatch.setattr(cg, "DENSE_S_MAX", 0)  # as if S were too big: CG solves
+    want = np.zeros(n, dtype=bool)
+    want[:M] = want[M + 7] = True  # remainder and eliminated elements
+    iterative_diag = S.diag_inv(want)
+    np.testing.assert_allclose(iterative_diag[want], np.diag(Hi)[want], rtol=1e-8)
+    assert np.isnan(iterative_diag[~want]).all() and S.se_method.startswith("exact (iterative")
+    idx = np.arange(5, 15)
+    np.testing.assert_allclose(S.inverse_block(idx, None), Hi[np.ix_(idx, idx)], rtol=1e-8)
+    monkeypatch.undo()
+    np.testing.assert_allclose(S.diag_inv(), np.diag(Hi), rtol=1e-10)  # dense S: exact
+    assert S.se_method.startswith("exact (Schur complement")
