@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from .config import METHODS, MULTIPLIER_METHODS, SFT_METHODS, build_config, coerce_settings
+from .dimensions import DIMENSIONS
 from .errors import ConfigError
 
 __all__ = [
@@ -377,7 +378,7 @@ def ablate(
         last: dict[str, dict[str, Any]] = {}
         for row in result.history:
             last[row["dimension"]] = row
-        for dim, row in sorted(last.items()):
+        for dim, row in sorted(last.items(), key=lambda item: DIMENSIONS.index(item[0])):
             rows.append(
                 {
                     "epsilon": eps,
