@@ -226,7 +226,7 @@ def test_lagdpo_trains_a_step_on_the_built_file(built, tmp_path, tiny_chat_model
     cfg.write_text(
         "use_cpu: true\nbf16: false\nreport_to: none\nper_device_train_batch_size: 4\n"
         "learning_rate: 0.005\nlogging_steps: 1\nsave_strategy: 'no'\nseed: 0\n"
-        "disable_tqdm: true\ndataloader_num_workers: 0\nmax_length: 96\n"
+        "disable_tqdm: true\ndataloader_num_workers: 0\nmax_length: 96\ngradient_checkpointing: false\n"
     )
     run = tmp_path / "run"
     rc = lagdpo_main(
