@@ -11,17 +11,20 @@ from ._model import response_measures
 from .bias import bias_contrasts, bias_interaction
 from .categories import category_statistics
 from .clustered import ClusteredResult, clustered_se, question_uncertainty
+from .equating import EquatingResult, equate_dimensions
 from .facets import facet_summary, separation_statistics
 from .fit import fit_statistics, wilson_hilferty
 from .stability import StabilityResult, friedman_test, per_question_scores, posthoc, stability
 
 __all__ = [
     "ClusteredResult",
+    "EquatingResult",
     "StabilityResult",
     "bias_contrasts",
     "bias_interaction",
     "category_statistics",
     "clustered_se",
+    "equate_dimensions",
     "facet_summary",
     "fit_statistics",
     "friedman_test",
