@@ -35,6 +35,15 @@ class TransformersBackend(Backend):
         self.concurrency = 1
         self._tok = None
         self._lm = None
+        import importlib.util
+
+        if importlib.util.find_spec("transformers") is None:  # say so before any stage runs
+            from .._errors import MissingDependencyError
+
+            raise MissingDependencyError(
+                f"--backend transformers (model {self.model!r}) needs the transformers package: "
+                "install it with `pip install 'irtpeer[local]'`"
+            )
 
     def identity(self) -> dict[str, Any]:
         path = os.path.abspath(self.model) if os.path.isdir(self.model) else self.model

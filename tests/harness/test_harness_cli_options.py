@@ -178,6 +178,18 @@ def test_backend_vllm_without_vllm_is_one_clear_line(tmp_path, server, api_key, 
     assert not (tmp_path / "r.calls.jsonl").exists()
 
 
+def test_backend_transformers_without_transformers_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # as if it were not installed
+    qp = _questions(tmp_path, 1)
+    code = run_cli(
+        ["answer", qp, "--backend", "transformers", "--model", "runs/x/final"]
+        + ["--out", tmp_path / "a.parquet", "--no-progress"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "pip install 'irtpeer[local]'" in err and "runs/x/final" in err
+
+
 FAKE_VLLM = '''
 """Stands in for vLLM's offline API (LLM.chat, SamplingParams, StructuredOutputsParams)."""
 import json
