@@ -160,9 +160,21 @@ def test_rerun_sends_nothing_and_rewrites_the_same_files(built):
     out, srv, cfg, _, _ = built
     before = srv.count
     first = (out / "instances.jsonl").read_bytes()
+    pristine = (out / "review.csv").read_bytes()
+    rows = _review(out)  # a reviewer marks review.csv in place, then the build is rerun
+    rows[0].update(accept="x", comment="kept, with a, comma")
+    rows[1]["reject"] = "x"
+    with (out / "review.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
     assert run_cli(["dataset", "build", cfg, "--out", out, "--no-progress"]) == 0
     assert srv.count == before
     assert (out / "instances.jsonl").read_bytes() == first
+    again = _review(out)
+    assert again[0]["accept"] == "x" and again[0]["comment"] == "kept, with a, comma"
+    assert again[1]["reject"] == "x" and not any(r["accept"] for r in again[1:])
+    (out / "review.csv").write_bytes(pristine)
     m = json.loads((out / "manifest.json").read_text())
     assert m["counts"].get("calls_done", 0) == 0 and m["counts"]["calls_cached"] > 300
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 
+import pandas as pd
 import pytest
 import yaml
 from dataset_fake import DatasetFakeServer
@@ -240,3 +241,24 @@ def test_refused_key_stops_the_build_with_an_aborted_manifest(tmp_path, key, cap
     m = json.loads((out / "manifest.json").read_text())
     assert m["status"] == "aborted" and m["counts"]["fatal_http_401"] >= 1
     assert not (out / "instances.jsonl").exists()
+
+
+def test_marks_survive_a_rerun_only_for_unchanged_instances(tmp_path):
+    from irtpeer.harness.dataset.review import REVIEW_COLUMNS, _carry_marks
+
+    def row(iid, ref, **kw):
+        r = dict.fromkeys(REVIEW_COLUMNS, "")
+        r.update(instance_id=iid, mask="A", prompt="p", reference=ref, reject_A="n", **kw)
+        return r
+
+    cols = REVIEW_COLUMNS
+    old = [
+        row("a", "r1", accept="x", comment="ok"),
+        row("b", "r2", reject="x"),
+        row("c", "r3", accept="x"),
+    ]
+    pd.DataFrame(old, columns=cols).to_csv(tmp_path / "review.csv", index=False)
+    new = pd.DataFrame([row("a", "r1"), row("b", "r2-changed"), row("d", "r4")], columns=cols)
+    got = _carry_marks(new, tmp_path / "review.csv").set_index("instance_id")
+    assert (got.at["a", "accept"], got.at["a", "comment"]) == ("x", "ok")
+    assert got.at["b", "reject"] == "" and got.at["d", "accept"] == ""  # changed text, new row

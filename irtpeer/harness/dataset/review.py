@@ -104,12 +104,36 @@ def export_review(instances, cfg, out: Path) -> dict[str, Path]:
     """``review.csv`` (one row per verified instance, empty accept/reject/comment) and
     ``review.html`` (the same, readable, with buttons that download the reviewed CSV)."""
     records = [i.record() for i in instances]
-    df = _review_rows(records)
+    df = _carry_marks(_review_rows(records), out / "review.csv")
     names = {d.id: f"{d.name} (fails: {d.failure_mode})" for d in cfg.dimensions.values()}
     return {
         "review_csv": _io.atomic_write_csv(df, out / "review.csv"),
         "review_html": _io.atomic_write_text(out / "review.html", review_html(df, names)),
     }
+
+
+_DECISION = ["accept", "reject", "comment"]
+_CONTENT = [c for c in REVIEW_COLUMNS if c not in ("verifier", "regenerations", *_DECISION)]
+
+
+def _carry_marks(df: pd.DataFrame, previous: Path) -> pd.DataFrame:
+    """Keep the marks a reviewer already put into ``previous`` (an earlier export of this folder)
+    for every instance whose texts did not change, so a rerun of the build never erases them."""
+    if not previous.is_file() or df.empty:
+        return df
+    try:
+        old = _io.read_table(previous, "review file", empty_as_missing=False)
+    except Exception:  # noqa: BLE001 - an unreadable old export has no marks to keep
+        return df
+    if not set(_CONTENT + _DECISION) <= set(old.columns):
+        return df
+    old = old.drop_duplicates("instance_id").set_index("instance_id")
+    for i, row in df.iterrows():
+        iid = row["instance_id"]
+        if iid in old.index and all(str(old.at[iid, c]) == str(row[c]) for c in _CONTENT[1:]):
+            for c in _DECISION:
+                df.at[i, c] = old.at[iid, c]
+    return df
 
 
 def review_html(df: pd.DataFrame, dim_names: dict[str, str]) -> str:
