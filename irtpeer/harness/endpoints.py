@@ -89,12 +89,8 @@ def make_backends(specs: list[Mapping[str, Any] | EndpointSpec], role: str) -> d
     """Backends keyed by their table label; labels must be unique. Every spec is validated
     before any backend is built."""
     checked = [endpoint_spec(s) for s in specs]
-    out: dict[str, Backend] = {}
-    for s in checked:
-        label = s.label or s.model
-        if label in out:
+    labels = [s.label or s.model for s in checked]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
             raise ConfigError(f"two {role}s are labelled {label!r}; give each a distinct `label`")
-        out[label] = None  # type: ignore[assignment]
-    for s in checked:
-        out[s.label or s.model] = make_backend(s)
-    return out
+    return {label: make_backend(s) for label, s in zip(labels, checked)}
