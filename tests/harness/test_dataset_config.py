@@ -262,3 +262,28 @@ def test_marks_survive_a_rerun_only_for_unchanged_instances(tmp_path):
     got = _carry_marks(new, tmp_path / "review.csv").set_index("instance_id")
     assert (got.at["a", "accept"], got.at["a", "comment"]) == ("x", "ok")
     assert got.at["b", "reject"] == "" and got.at["d", "accept"] == ""  # changed text, new row
+
+
+def test_lengths_in_tokens_of_a_given_tokenizer(tmp_path, key, tiny_chat_model, capsys):
+    """`length_tokenizer`: lengths are counted by that tokenizer (here a whitespace word-level one,
+    so tokens equal words; the statistic's name says which unit was counted)."""
+    with DatasetFakeServer() as srv:
+        extra = f'length_tokenizer = "{tiny_chat_model}"'
+        cfg = write_config(tmp_path, srv.url, counts=(3, 0, 0, 0), extra=extra)
+        out = tmp_path / "o"
+        assert run_cli(["dataset", "build", cfg, "--out", out, "--no-progress"]) == 0
+    stats = {
+        (r["statistic"], r["group"]): r["value"] for r in csv.DictReader((out / "stats.csv").open())
+    }
+    recs = [json.loads(x) for x in (out / "instances.jsonl").read_text().splitlines()]
+    words = [len(r["reference"].split()) for r in recs]
+    assert float(stats[("length_tokens_reference", "mean")]) == pytest.approx(
+        sum(words) / 3, abs=0.01
+    )
+    assert not any(k[0].startswith("length_words") for k in stats)
+    bad = _edit(cfg, extra, 'length_tokenizer = "no/such-tokenizer-dir"', "badtok.toml")
+    capsys.readouterr()
+    assert run_cli(["dataset", "build", bad, "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert "`length_tokenizer` = 'no/such-tokenizer-dir' cannot be loaded" in err
+    assert err.count("\n") == 1

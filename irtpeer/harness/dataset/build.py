@@ -456,6 +456,7 @@ def build_dataset(
         "demos": cfg.demos,
         "max_regenerations": cfg.max_regenerations,
         "test_fraction": cfg.test_fraction,
+        "length_tokenizer": cfg.raw.get("length_tokenizer"),
         "sampling": cfg.sampling.to_dict(),
         "verifier_sampling": cfg.verifier_sampling.to_dict(),
         "store": str(out / "calls.jsonl"),

@@ -58,6 +58,7 @@ _KEYS = {
     "portions",
     "generators",
     "verifier",
+    "length_tokenizer",
 }
 _PROMPT_KEYS = ("system", "brainstorm", "attribution", "reference", "negative", "feedback", "demo")
 
@@ -123,6 +124,7 @@ class BuildConfig:
     portions: list[Portion]
     generators: list[dict[str, Any]]
     verifier: dict[str, Any]
+    length_tokenizer: Any = None  # a transformers tokenizer for the length statistics, or None
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -331,6 +333,25 @@ def _sampling(data: Mapping, key: str, default: Sampling, where: str) -> Samplin
     return Sampling.from_dict({**default.to_dict(), **raw})
 
 
+def _tokenizer(ref: Any, base: Path):
+    """The tokenizer that counts reference and negative lengths (a local folder or a hub id)."""
+    if ref is None:
+        return None
+    from ..._errors import require
+
+    transformers = require("transformers", "local")
+    p = Path(str(ref))
+    p = p if p.is_absolute() else base / p
+    try:
+        return transformers.AutoTokenizer.from_pretrained(str(p) if p.exists() else str(ref))
+    except Exception as exc:  # noqa: BLE001 - any loader error, reported in one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"`length_tokenizer` = {ref!r} cannot be loaded ({first}); give a local tokenizer "
+            "folder (relative to the config file) or leave the key out to count words"
+        ) from None
+
+
 def load_build_config(path: str | Path) -> BuildConfig:
     """Read and check a ``dataset build`` config (TOML or YAML); relative paths are relative to it."""
     from ..rubrics import load_rubric
@@ -390,5 +411,6 @@ def load_build_config(path: str | Path) -> BuildConfig:
         portions=portions,
         generators=[dict(g) for g in gens],
         verifier=dict(ver),
+        length_tokenizer=_tokenizer(data.get("length_tokenizer"), base),
         raw=data,
     )

@@ -34,16 +34,24 @@ def _words(text: str | None) -> int:
     return len(str(text or "").split())
 
 
-def _describe(rows: list, name: str, values: list[int]) -> None:
+def _counter(tokenizer):
+    """Length of a text in tokens of ``tokenizer``, or in whitespace-separated words without one."""
+    if tokenizer is None:
+        return "words", _words
+    return "tokens", lambda t: len(tokenizer(str(t or ""), add_special_tokens=False)["input_ids"])
+
+
+def _describe(rows: list, unit: str, name: str, values: list[int]) -> None:
     if not values:
         return
     v = np.asarray(values, dtype=float)
+    stat = f"length_{unit}_{name}"
     rows += [
-        (f"length_words_{name}", "n", len(v)),
-        (f"length_words_{name}", "mean", round(float(v.mean()), 2)),
-        (f"length_words_{name}", "median", round(float(np.median(v)), 2)),
-        (f"length_words_{name}", "p10", round(float(np.percentile(v, 10)), 2)),
-        (f"length_words_{name}", "p90", round(float(np.percentile(v, 90)), 2)),
+        (stat, "n", len(v)),
+        (stat, "mean", round(float(v.mean()), 2)),
+        (stat, "median", round(float(np.median(v)), 2)),
+        (stat, "p10", round(float(np.percentile(v, 10)), 2)),
+        (stat, "p90", round(float(np.percentile(v, 90)), 2)),
     ]
 
 
@@ -64,12 +72,14 @@ def build_statistics(instances, cfg, run_stats) -> pd.DataFrame:
             rows.append((stat, k, c))
     for k, c in sorted(Counter(len(i.dims) for i in ver).items()):
         rows.append(("mask_cardinality_pct", str(k), round(100 * c / n, 1)))
-    refs = [_words(i.reference) for i in ver]
-    negs = [_words(t) for i in ver for t in i.negatives.values()]
-    _describe(rows, "reference", refs)
-    _describe(rows, "negative", negs)
+    unit, size = _counter(getattr(cfg, "length_tokenizer", None))
+    refs = [size(i.reference) for i in ver]
+    negs = [size(t) for i in ver for t in i.negatives.values()]
+    _describe(rows, unit, "reference", refs)
+    _describe(rows, unit, "negative", negs)
     for d in cfg.dimensions:
-        _describe(rows, f"negative_{d}", [_words(i.negatives[d]) for i in ver if d in i.negatives])
+        per = [size(i.negatives[d]) for i in ver if d in i.negatives]
+        _describe(rows, unit, f"negative_{d}", per)
     ov = length_overlap(refs, negs)
     if ov is not None:
         rows.append(("length_overlap_reference_negative", "histogram_overlap", round(ov, 4)))
