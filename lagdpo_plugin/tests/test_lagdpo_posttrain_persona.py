@@ -176,3 +176,24 @@ def test_persona_vector_bad_input(planted, tmp_path, capsys):
     assert rc == 2 and "--judge needs --dimension" in err
     rc, err = run(rule=())
     assert rc == 2 and "either --rule" in err
+
+
+def test_vectors_from_pairs_of_different_lengths_match_direct_forward(planted):
+    """Persona prompts vs shorter topic-matched neutral prompts, batched with right padding."""
+    from transformers import AutoModelForCausalLM
+
+    from lagdpo.posttrain._common import load_model
+    from lagdpo.posttrain.persona import persona_vectors
+
+    path = planted[0]
+    neutral = [f"topic{i}" if i % 2 else f"about topic{i} please" for i in range(8)]
+    model, tok = load_model(str(path), "cpu")
+    vecs = persona_vectors(model, tok, POSITIVE, neutral, batch_size=3, chat_template=False)
+    ref = AutoModelForCausalLM.from_pretrained(path).eval()
+    diffs = []
+    for p, n in zip(POSITIVE, neutral):
+        with torch.no_grad():
+            hp = ref(**tok(p, return_tensors="pt"), output_hidden_states=True).hidden_states[1]
+            hn = ref(**tok(n, return_tensors="pt"), output_hidden_states=True).hidden_states[1]
+        diffs.append(hp[0, -1] - hn[0, -1])
+    torch.testing.assert_close(vecs[0], torch.stack(diffs).mean(0), atol=1e-5, rtol=1e-5)

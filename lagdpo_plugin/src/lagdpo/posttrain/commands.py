@@ -25,6 +25,13 @@ def _ints(text: str) -> list[int]:
     return [int(t) for t in _csv(text)]
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def _load_config(path: str) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
@@ -101,7 +108,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or TOML file of settings (option names as keys)")
     p.add_argument("--out", help="output folder")
     p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=_positive_int, default=8)
 
 
 def _print(lines: list[str]) -> None:
@@ -190,7 +197,7 @@ def cmd_drift(argv: list[str]) -> int:
     p.add_argument("--base", help="base model (checkpoint or LoRA adapter; LABEL=PATH ok)")
     p.add_argument("--model", action="append", help="model to compare (repeat)")
     p.add_argument("--prompts", help="CSV/JSONL/parquet table with a `prompt` column")
-    p.add_argument("--n-boot", type=int, default=2000)
+    p.add_argument("--n-boot", type=_positive_int, default=2000)
     p.add_argument("--level", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None)
@@ -257,7 +264,7 @@ def cmd_persona_vector(argv: list[str]) -> int:
     p.add_argument("--vectors", help="steer with these vectors (safetensors) instead of --pairs")
     p.add_argument("--layers", type=_ints, help="decoder layers to steer, 1-based, e.g. 8,16")
     p.add_argument("--alphas", type=_floats, default=[0.0, 2.0, 4.0, 8.0])
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=64)
     p.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--rule", help="score = number of matches of this regex in the reply")

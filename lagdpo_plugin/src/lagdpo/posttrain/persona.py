@@ -128,13 +128,21 @@ def persona_vectors(
     [layers, hidden]; row ``l − 1`` is layer ``l``. Reduced batch by batch (a running sum)."""
     if len(positive) != len(negative) or not positive:
         raise PosttrainError("persona vectors need as many positive as negative prompts (≥ 1)")
+    pos = _sum_states(model, tokenizer, positive, batch_size, chat_template, "positive")
+    neg = _sum_states(model, tokenizer, negative, batch_size, chat_template, "negative")
+    return ((pos - neg) / len(positive)).float()
+
+
+def _sum_states(model, tokenizer, prompts, batch_size, chat_template, what):
+    """Sum over prompts of the last-token layer states, in float64 (one pass, hooks of one pass
+    at a time)."""
     total = None
-    pos_iter = layer_states(model, tokenizer, positive, batch_size, chat_template)
-    neg_iter = layer_states(model, tokenizer, negative, batch_size, chat_template)
-    for hp, hn in progress(zip(pos_iter, neg_iter), "persona vectors"):
-        d = (hp.double() - hn.double()).sum(dim=0)
-        total = d if total is None else total + d
-    return (total / len(positive)).float()
+    batches = -(-len(prompts) // batch_size)
+    states = layer_states(model, tokenizer, prompts, batch_size, chat_template)
+    for h in progress(states, f"{what} prompts", total=batches):
+        s = h.double().sum(dim=0)
+        total = s if total is None else total + s
+    return total
 
 
 @contextmanager
