@@ -12,6 +12,7 @@ import torch
 from lagdpo_testutils import build_tokenizer, save_tiny
 
 from lagdpo.cli import main
+from lagdpo.posttrain import PosttrainError
 from lagdpo.posttrain.utility import UTILITY_COLUMNS, paired_difference
 
 pytest.importorskip("lm_eval")
@@ -134,3 +135,29 @@ def test_paired_difference_non_binary_is_a_paired_t_test():
     assert res["test"] == "paired-t"
     assert res["p_value"] == pytest.approx(stats.ttest_rel(x, b).pvalue, rel=1e-12)
     assert res["diff_lo"] < res["diff"] < res["diff_hi"]
+
+
+def test_items_prefer_exact_match_and_one_filter_per_task():
+    """The shape lm-eval 0.4.13 logs for generate_until tasks such as BBH: one sample per
+    (document, filter), each with its metric values."""
+    from lagdpo.posttrain.utility import _leaves, items_table
+
+    def sample(doc, filt, em):
+        return {"doc_id": doc, "filter": filt, "metrics": ["exact_match"], "exact_match": em}
+
+    results = {
+        "samples": {
+            "bbh_x": [sample(0, "get-answer", 1.0), sample(0, "flex", 0.0),
+                      sample(1, "get-answer", 0.0), sample(1, "flex", 1.0)],
+            "mc": [{"doc_id": 0, "filter": "none", "metrics": ["acc", "acc_norm"], "acc": 1.0,
+                    "acc_norm": 0.0}],
+        }
+    }  # fmt: skip
+    items = items_table(results, "m")
+    bbh = items[items["task"] == "bbh_x"]
+    assert list(bbh["value"]) == [1.0, 0.0] and set(bbh["metric"]) == {"exact_match,get-answer"}
+    assert items[items["task"] == "mc"]["metric"].tolist() == ["acc,none"]
+    with pytest.raises(PosttrainError, match=r"--metric 'exact_match' is not reported"):
+        items_table(results, "m", metric="exact_match")  # the mc task has acc, acc_norm
+    groups = {"bbh": ["bbh_a", "sub"], "sub": ["bbh_b", "bbh_c"]}
+    assert _leaves("bbh", groups) == ["bbh_a", "bbh_b", "bbh_c"]
