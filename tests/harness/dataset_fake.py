@@ -10,7 +10,9 @@ context as ``CTX[<id>|<active dims>|v<n>]`` (v2 after a regeneration). Planted f
   dimension;
 * ``two_dim``: (instance id, dimension) pairs whose first negative fails two dimensions (it carries
   ``FAILS-TWO``, which the scripted verifier scores N2 = 0);
-* ``always_bad``: instance ids whose negatives always fail two dimensions (they must be dropped).
+* ``always_bad``: instance ids whose negatives always fail two dimensions (they must be dropped);
+* ``bad_scenario``: instance ids whose first scenario is ``INCONSISTENT`` (verifier V3 = 0);
+* ``bad_reference``: instance ids whose first reference is ``FABRICATED`` (verifier R1 = 0).
 """
 
 from __future__ import annotations
@@ -44,8 +46,19 @@ def _words(seed: str, n: int) -> str:
 
 
 class DatasetFakeServer(FakeOpenAIServer):
-    def __init__(self, *args, bad_attribution=(), two_dim=(), always_bad=(), **kw):
+    def __init__(
+        self,
+        *args,
+        bad_attribution=(),
+        two_dim=(),
+        always_bad=(),
+        bad_scenario=(),
+        bad_reference=(),
+        **kw,
+    ):
         super().__init__(*args, **kw)
+        self.bad_scenario = set(bad_scenario)
+        self.bad_reference = set(bad_reference)
         self.bad_attribution = set(bad_attribution)
         self.two_dim = set(two_dim)
         self.always_bad = set(always_bad)
@@ -67,7 +80,8 @@ class DatasetFakeServer(FakeOpenAIServer):
             return json.dumps({"required_dimensions": named, "explanation": "scripted"})
         if name == "reference":
             n = 8 + int(hashlib.sha256(iid.encode()).hexdigest(), 16) % 12
-            return json.dumps({"reference": f"REF for {iid}: " + _words(iid + "ref", n)})
+            flaw = " FABRICATED" if iid in self.bad_reference and not retry else ""
+            return json.dumps({"reference": f"REF for {iid}: " + _words(iid + "ref", n) + flaw})
         if name.startswith("negative"):
             d = re.search(r"Dimension to fail: (\w)", user).group(1)
             bad = iid in self.always_bad or ((iid, d) in self.two_dim and not retry)
@@ -76,7 +90,8 @@ class DatasetFakeServer(FakeOpenAIServer):
             return json.dumps({"negative": text})
         if name.startswith("verify_"):
             keys = list(schema["properties"])
-            return json.dumps({k: 0 if (k == "N2" and "FAILS-TWO" in user) else 1 for k in keys})
+            fails = {"N2": "FAILS-TWO", "V3": "INCONSISTENT", "R1": "FABRICATED"}
+            return json.dumps({k: 0 if fails.get(k, "\0") in user else 1 for k in keys})
         return super()._content(body)
 
     def _brainstorm(self, user: str, schema: dict, retry: bool) -> str:
@@ -88,7 +103,9 @@ class DatasetFakeServer(FakeOpenAIServer):
         return json.dumps(
             {
                 "seed_scene": f"scene {j % 4}",
-                "context": f"CTX[{iid}|{dims}|v{2 if retry else 1}] " + _words(iid + "ctx", 6),
+                "context": f"CTX[{iid}|{dims}|v{2 if retry else 1}] "
+                + _words(iid + "ctx", 6)
+                + (" INCONSISTENT" if iid in self.bad_scenario and not retry else ""),
                 "trigger": "a scripted trigger",
                 "prompt": f"PROMPT of {iid}: " + _words(iid + "prompt", 6),
                 "task_format": fmt,

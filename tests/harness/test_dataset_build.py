@@ -24,6 +24,8 @@ PLANTED = {
     "bad_attribution": {"AT-0001", "TE-0003"},
     "two_dim": {("TE-0002", "E"), ("AEC-0004", "A")},
     "always_bad": {"AEC-0003"},
+    "bad_scenario": {"AEC-0005"},
+    "bad_reference": {"ATEC-0004"},
 }
 
 
@@ -102,6 +104,16 @@ def test_planted_bad_instances_are_regenerated_or_dropped_never_exported(built):
         r = recs[iid]
         assert r["status"] == "verified" and r["regenerations"] == {"verify_N": 1}
         assert "FAILS-TWO" not in r["negatives"][d]
+    # an inconsistent scenario (verifier V) is brainstormed again; an unfaithful reference
+    # (verifier R) is written again, and its negatives with it
+    r = recs["AEC-0005"]
+    assert r["status"] == "verified" and r["regenerations"] == {"verify_V": 1}
+    assert "INCONSISTENT" not in r["context"] and "|v2]" in r["context"]
+    assert [v["V"] for v in r["verifications"]] == [False, True]
+    r = recs["ATEC-0004"]
+    assert r["status"] == "verified" and r["regenerations"] == {"verify_R": 1}
+    assert "FABRICATED" not in r["reference"] and "|v1]" in r["context"]
+    assert r["verifications"][0] == {"V": True, "R": False, **{f"N_{d}": True for d in "ATEC"}}
     # always bad: dropped at the regeneration limit (2), with its reason
     bad = recs["AEC-0003"]
     assert bad["status"] == "dropped"
@@ -110,13 +122,14 @@ def test_planted_bad_instances_are_regenerated_or_dropped_never_exported(built):
     ids = {r["instance_id"] for r in review}
     assert "AEC-0003" not in ids and len(ids) == 29
     text = (out / "review.csv").read_text() + (out / "review.html").read_text()
-    assert "FAILS-TWO" not in text
+    assert not any(w in text for w in ("FAILS-TWO", "INCONSISTENT", "FABRICATED"))
     assert "CTX[AT-0001|AT|v1]" not in text and "CTX[AT-0001|AT|v2]" in text
     stats = {
         (r["statistic"], r["group"]): r["value"] for r in csv.DictReader((out / "stats.csv").open())
     }
     assert stats[("regenerations", "attribution")] == "2"
     assert stats[("regenerations", "verify_N")] == str(2 + 3)  # two plants + AEC-0003's 3 negatives
+    assert stats[("regenerations", "verify_V")] == stats[("regenerations", "verify_R")] == "1"
     assert stats[("instances", "dropped")] == "1"
 
 
@@ -137,7 +150,7 @@ def test_statistics_match_the_instances(built):
     n_neg = sum(len(r["mask"]) for r in recs)
     assert int(stats[("length_words_negative", "n")]) == n_neg
     assert 0 < float(stats[("length_overlap_reference_negative", "histogram_overlap")]) <= 1
-    assert float(stats[("verifier_pass_rate", "V")]) == 1.0
+    assert 0.9 < float(stats[("verifier_pass_rate", "V")]) < 1.0
     assert 0.8 < float(stats[("verifier_pass_rate", "N")]) < 1.0
     card = {k: float(stats[("mask_cardinality_pct", k)]) for k in ("2", "3", "4")}
     assert card["2"] == pytest.approx(100 * 16 / 29, abs=0.1)
