@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import functools
 import re
+import tempfile
 from pathlib import Path
 
 import irtpeer
@@ -34,3 +36,15 @@ def figure_svgs(html: str) -> list[bytes]:
     """Decoded SVG documents of every figure in the report."""
     uris = re.findall(r'<img src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)"', html)
     return [base64.b64decode(u) for u in uris]
+
+
+@functools.lru_cache(maxsize=1)
+def xss_report() -> tuple[Path, str]:
+    """A report whose model, judge and item names are markup (rendered once per session)."""
+    from irtpeer.report import write_report
+
+    ratings, cal = simulated(rename={"model": {"model-1": XSS_MODEL},
+                                     "judge": {"judge-1": XSS_JUDGE},
+                                     "item": {"A1": XSS_ITEM}}, questions=12)
+    out = write_report(cal, ratings, Path(tempfile.mkdtemp(prefix="irtpeer-xss-")) / "xss.html")
+    return out, out.read_text(encoding="utf-8")

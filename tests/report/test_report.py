@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from report_support import XSS_ITEM, XSS_JUDGE, XSS_MODEL, figure_svgs, simulated
+from report_support import figure_svgs, simulated, xss_report
 from scipy.stats import norm
 
 from irtpeer.report import (
@@ -131,10 +131,7 @@ def test_long_tables_collapse_to_the_extremes():
 
 
 def test_user_strings_are_escaped():
-    ratings, cal = simulated(rename={"model": {"model-1": XSS_MODEL},
-                                     "judge": {"judge-1": XSS_JUDGE},
-                                     "item": {"A1": XSS_ITEM}})
-    html = render_report(cal, ratings)
+    _, html = xss_report()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;img src=x onerror=alert(2)&gt;" in html
     assert "&#34;quoted&#39; &amp; &lt;b&gt;bold&lt;/b&gt;" in html
