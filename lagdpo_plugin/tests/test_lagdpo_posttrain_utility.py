@@ -43,9 +43,26 @@ def _direct_correct(model_path, jsonl):
     return np.array(out)
 
 
+def _lora(base, tmp_path):
+    """A LoRA adapter with non-zero B (it changes the model) and its merged model (reference)."""
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.5)
+    lora.save_pretrained(tmp_path / "adapter")
+    lora.merge_and_unload().save_pretrained(tmp_path / "merged")
+    return tmp_path / "adapter", tmp_path / "merged"
+
+
 def test_utility_cli_matches_direct_count_and_mcnemar(tmp_path, monkeypatch, capsys):
     base = save_tiny(tmp_path / "base", seed=0)
     other = save_tiny(tmp_path / "other", seed=1)
+    adapter, merged = _lora(base, tmp_path)
     out = tmp_path / "out"
     monkeypatch.chdir(TASKS)  # the task YAMLs name their data files relative to this folder
     rc = main(
@@ -55,6 +72,8 @@ def test_utility_cli_matches_direct_count_and_mcnemar(tmp_path, monkeypatch, cap
             f"base={base}",
             "--model",
             f"other={other}",
+            "--model",
+            f"lora={adapter}",
             "--tasks",
             "tiny_suite",
             "--include-path",
@@ -75,7 +94,7 @@ def test_utility_cli_matches_direct_count_and_mcnemar(tmp_path, monkeypatch, cap
     assert set(table["task"]) == {"tiny_mc_a", "tiny_mc_b", "tiny_suite"}
     assert (table["metric"] == "acc,none").all()
     ref = {}
-    for label, path in (("base", base), ("other", other)):
+    for label, path in (("base", base), ("other", other), ("lora", merged)):
         a = _direct_correct(path, TASKS / "tiny_mc_a.jsonl")
         b = _direct_correct(path, TASKS / "tiny_mc_b.jsonl")
         ref[label] = {"tiny_mc_a": a, "tiny_mc_b": b, "tiny_suite": np.concatenate([a, b])}
@@ -104,7 +123,7 @@ def test_utility_cli_matches_direct_count_and_mcnemar(tmp_path, monkeypatch, cap
     assert (own["diff"] == 0).all() and (own["p_value"] == 1).all()
 
     items = pd.read_csv(out / "utility_items.csv")
-    assert len(items) == 2 * 40 and set(items["value"]) <= {0.0, 1.0}
+    assert len(items) == 3 * 40 and set(items["value"]) <= {0.0, 1.0}
     raw = json.loads((out / "lm_eval" / "other.json").read_text())
     assert raw["results"]["tiny_mc_a"]["acc,none"] == pytest.approx(
         ref["other"]["tiny_mc_a"].mean()
