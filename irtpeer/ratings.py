@@ -140,20 +140,42 @@ def _as_labels(col: pd.Series) -> pd.Series:
     return col.astype(str)
 
 
+#: Key combinations up to this many are checked for duplicates with a bitmap (one byte each).
+_BITMAP_KEYS = 1 << 30
+
+
+def _key_codes(col: pd.Series) -> tuple[np.ndarray, int]:
+    """Integer codes of a key column and their count (a categorical's own codes: no hashing)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(), max(len(col.cat.categories), 1)
+    codes, uniques = pd.factorize(col, sort=False)
+    return codes, max(len(uniques), 1)
+
+
 def _duplicates(df: pd.DataFrame, key: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of rows whose key occurs more than once, and a group id per row (integer codes)."""
+    """Mask of rows whose key occurs more than once, and a group id per row (integer codes).
+
+    The common case, no duplicates, is settled without hashing: the combined key is marked in a
+    bitmap and the marks are counted (one pass, one byte per possible key).
+    """
     combined = np.zeros(len(df), dtype=np.int64)
     span = 1
     for c in key:
-        codes, uniques = pd.factorize(df[c], sort=False)
-        n = max(len(uniques), 1)
+        codes, n = _key_codes(df[c])
         if span * n >= (1 << 62):
             # too many combinations for one integer: compress what we have so far
             combined, _ = pd.factorize(combined, sort=False)
             combined = combined.astype(np.int64)
             span = int(combined.max()) + 1 if len(combined) else 1
-        combined = combined * n + codes
+        combined *= n
+        combined += codes
         span *= n
+    if span <= _BITMAP_KEYS:
+        seen = np.zeros(span, dtype=bool)
+        seen[combined] = True
+        if int(np.count_nonzero(seen)) == len(combined):  # every key once: no duplicates
+            return np.zeros(len(combined), dtype=bool), combined
+        del seen
     group, uniq = pd.factorize(combined, sort=False)
     counts = np.bincount(group, minlength=len(uniq))
     return counts[group] > 1, group
