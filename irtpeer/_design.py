@@ -84,6 +84,30 @@ def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return cat.codes.astype(np.int64), np.asarray(cat.categories.astype(str))
 
 
+def _reached_in_two_steps(idx: list[np.ndarray], sizes: list[int], hub: int) -> bool:
+    """A quick sufficient test of connectivity, in a few passes over the observations: from the
+    busiest element of the hub facet, its neighbours, the hub elements that share one of them,
+    and all their neighbours. Densely crossed designs (leaderboards) are settled here; anything
+    else goes to the exact component search."""
+    start = np.bincount(idx[hub], minlength=sizes[hub]).argmax()
+    first = idx[hub] == start
+    marks = [np.zeros(s, dtype=bool) for s in sizes]
+    for a in range(len(sizes)):
+        if a != hub:
+            marks[a][idx[a][first]] = True
+    del first
+    touch = np.zeros(len(idx[hub]), dtype=bool)
+    for a in range(len(sizes)):
+        if a != hub:
+            touch |= marks[a][idx[a]]
+    marks[hub][idx[hub][touch]] = True
+    np.take(marks[hub], idx[hub], out=touch)
+    for a in range(len(sizes)):
+        if a != hub:
+            marks[a][idx[a][touch]] = True
+    return all(m.all() for m in marks)
+
+
 def check_connected(dimension: str, names: list[str], labels: list[np.ndarray], idx: list[np.ndarray], sizes: list[int]):
     """Raise :class:`DesignError` naming the subsets if the elements do not form one network.
 
@@ -93,6 +117,8 @@ def check_connected(dimension: str, names: list[str], labels: list[np.ndarray], 
     A = len(sizes)
     off = np.cumsum([0] + sizes)
     hub = int(np.argmin(sizes))
+    if _reached_in_two_steps(idx, sizes, hub):
+        return
     rows, cols = [], []
     for a in range(A):
         if a == hub:
