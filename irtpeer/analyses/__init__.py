@@ -14,20 +14,24 @@ from .clustered import ClusteredResult, clustered_se, question_uncertainty
 from .equating import EquatingResult, equate_dimensions
 from .facets import facet_summary, separation_statistics
 from .fit import fit_statistics, wilson_hilferty
+from .judges import JudgeCountResult, d_study, judge_count
 from .stability import StabilityResult, friedman_test, per_question_scores, posthoc, stability
 
 __all__ = [
     "ClusteredResult",
     "EquatingResult",
+    "JudgeCountResult",
     "StabilityResult",
     "bias_contrasts",
     "bias_interaction",
     "category_statistics",
     "clustered_se",
+    "d_study",
     "equate_dimensions",
     "facet_summary",
     "fit_statistics",
     "friedman_test",
+    "judge_count",
     "per_question_scores",
     "posthoc",
     "question_uncertainty",
