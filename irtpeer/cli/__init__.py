@@ -16,6 +16,10 @@ from .._errors import IrtpeerError
 # Sub-command modules, in the order their commands are listed in ``irtpeer --help``.
 COMMAND_MODULES = [
     "irtpeer.cli.score",
+    "irtpeer.cli.bias",
+    "irtpeer.cli.equate",
+    "irtpeer.cli.compare",
+    "irtpeer.cli.judges",
     "irtpeer.cli.simulate",
     "irtpeer.cli.harness",
     "irtpeer.cli.dataset",
