@@ -159,3 +159,26 @@ def test_cli_se_facets_as_a_user_types_it(tmp_path, monkeypatch):
                          timeout=300)
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "'judge', not a facet" in bad.stderr
+
+
+def test_grid_engine_equals_the_general_engine_and_fits_the_same(monkeypatch):
+    df, _, _ = leaderboard(40, 150, 0.3, seed=6, pattern="random")
+    a = fit(df, solver="direct")
+    monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)
+    design = irtpeer._design.build_designs(irtpeer.load_ratings(df), ModelSpec())[0]
+    grid = lik.make_engine(design.data)
+    assert isinstance(grid, lik.GridLikelihoodEngine)
+    x = np.random.default_rng(1).normal(size=design.data.n_params)
+    ev, ref = grid.evaluate(x), lik.LikelihoodEngine(design.data).evaluate(x)
+    assert ev.f == pytest.approx(ref.f, rel=1e-13)
+    np.testing.assert_allclose(ev.g, ref.g, rtol=1e-11, atol=1e-11)
+    off = design.data.offsets
+    np.testing.assert_allclose(ev.full_hessian(off).toarray(), ref.full_hessian(off).toarray(),
+                               rtol=1e-12, atol=1e-14)
+    b = fit(df)  # grid engine + iterative solver
+    assert b.convergence["solver"].iloc[0] == "iterative"
+    assert_same_fit(a, b)
+    # duplicated cells (kept as independent judgments) fall back to the general engine
+    dup = pd.concat([df, df.iloc[:5]], ignore_index=True)
+    d2 = irtpeer._design.build_designs(irtpeer.load_ratings(dup, duplicates="keep"), ModelSpec())[0]
+    assert not isinstance(lik.make_engine(d2.data), lik.GridLikelihoodEngine)

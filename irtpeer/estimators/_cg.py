@@ -29,7 +29,7 @@ __all__ = ["DENSE_S_MAX", "SE_FREE_FLOPS", "IterativeSchurSolver"]
 #: Largest Schur complement formed densely (for exact standard errors): 20,000 -> 3.2 GB.
 DENSE_S_MAX = 20_000
 #: Multiply-adds spent without being asked on the eliminated facet's exact standard errors.
-SE_FREE_FLOPS = 2e10
+SE_FREE_FLOPS = 5e9
 #: Multiply-adds allowed to form the Schur complement densely.
 FORM_S_FLOPS = 4e12
 _CHUNK_CELLS = 1 << 24  # elements of a dense chunk of C (128 MB)

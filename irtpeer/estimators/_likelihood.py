@@ -27,7 +27,7 @@ import torch
 
 from .._design import FacetData
 
-__all__ = ["Evaluation", "FacetData", "LikelihoodEngine"]
+__all__ = ["Evaluation", "FacetData", "GridLikelihoodEngine", "LikelihoodEngine", "make_engine"]
 
 _DENSE_PAIR_LIMIT = 1 << 26  # pair blocks smaller than this are counted densely with bincount
 #: A facet pair with at least this many cells, at least BLOCK_MIN_FILL of them observed and at
@@ -337,3 +337,91 @@ class LikelihoodEngine:
         ev.H = sp.csr_matrix((Vv, (R, C)), shape=(self.n, self.n))
         ev.dense = dense
         return ev
+
+
+class GridLikelihoodEngine:
+    """Binary person x facet data (a leaderboard: models x items) held as a grid of cells.
+
+    Each cell holds its response (0/1) or -1 when missing, one byte per cell; a pass over the data
+    is then a few streaming array operations per block of rows, with no gathers or scatters, and
+    the models x items block of the Hessian comes out dense (``Evaluation.dense``) for the
+    iterative solver. Used when the design has a single facet besides the person, a binary scale,
+    no weights, at most one observation per cell and enough cells observed
+    (:meth:`suitable`); the numbers are those of :class:`LikelihoodEngine`.
+    """
+
+    def __init__(self, data: FacetData, device: str | torch.device = "cpu", chunk: int = 2_000_000):
+        self.data = data
+        self.device = torch.device(device)
+        self.sizes = list(data.sizes)
+        self.off = data.offsets
+        self.n = data.n_params
+        Sa, Sb = self.sizes
+        grid = torch.full((Sa * Sb,), -1, dtype=torch.int8, device=self.device)
+        for s in range(0, len(data.x), chunk):
+            i0 = torch.as_tensor(data.idx[0][s : s + chunk], device=self.device)
+            i1 = torch.as_tensor(data.idx[1][s : s + chunk], device=self.device)
+            grid[i0.to(torch.int64) * Sb + i1] = torch.as_tensor(
+                data.x[s : s + chunk], device=self.device
+            ).to(torch.int8)
+        if int((grid >= 0).sum()) != len(data.x):
+            raise ValueError("some cells are observed more than once")
+        self.grid = grid.reshape(Sa, Sb)
+        # rows per block: on CPU ~32K cells, so that the temporaries stay in cache (measured 3x
+        # faster than 1M-cell blocks); on a GPU large blocks
+        cells = (1 << 15) if self.device.type == "cpu" else (1 << 24)
+        self.rows = max(1, cells // max(Sb, 1))
+
+    @staticmethod
+    def suitable(data: FacetData) -> bool:
+        if len(data.sizes) != 2 or data.K != 1 or data.w is not None:
+            return False
+        cells = data.sizes[0] * data.sizes[1]
+        return BLOCK_MIN_CELLS <= cells <= BLOCK_MAX_CELLS and len(data.x) >= BLOCK_MIN_FILL * cells
+
+    def evaluate(self, params: np.ndarray, need_hessian: bool = True) -> Evaluation:
+        dev, f64 = self.device, torch.float64
+        Sa, Sb = self.sizes
+        prm = torch.as_tensor(params, dtype=f64, device=dev)
+        theta, b = prm[:Sa], prm[Sa : Sa + Sb]
+        f = torch.zeros((), dtype=f64, device=dev)
+        g_th = torch.empty(Sa, dtype=f64, device=dev)
+        g_b = torch.zeros(Sb, dtype=f64, device=dev)
+        if need_hessian:
+            d_th = torch.empty(Sa, dtype=f64, device=dev)
+            d_b = torch.zeros(Sb, dtype=f64, device=dev)
+            B = torch.empty(Sa, Sb, dtype=f64, device=dev)
+        for s in range(0, Sa, self.rows):
+            e = min(s + self.rows, Sa)
+            X = self.grid[s:e]
+            obs = (X >= 0).to(f64)
+            y = (X == 1).to(f64)
+            eta = theta[s:e, None] - b[None, :]
+            # log P(x) = logsigmoid(+eta) for a 1, logsigmoid(-eta) for a 0
+            f -= (torch.nn.functional.logsigmoid(eta * (2.0 * y - 1.0)) * obs).sum()
+            p = torch.sigmoid(eta)
+            r = (y - p).mul_(obs)
+            g_th[s:e] = -r.sum(1)
+            g_b += r.sum(0)
+            if need_hessian:
+                V = p.mul_(1.0 - p).mul_(obs)
+                d_th[s:e] = V.sum(1)
+                d_b += V.sum(0)
+                torch.neg(V, out=B[s:e])
+        g = np.concatenate([g_th.cpu().numpy(), g_b.cpu().numpy()])
+        ev = Evaluation(f=float(f), g=g)
+        if need_hessian:
+            diag = np.concatenate([d_th.cpu().numpy(), d_b.cpu().numpy()])
+            ev.H = sp.diags(diag, format="csr")
+            ev.dense = [(0, 1, B.cpu().numpy())]
+        return ev
+
+
+def make_engine(data: FacetData, device="cpu", chunk: int = 2_000_000):
+    """The grid engine for a binary leaderboard-shaped design, the general engine otherwise."""
+    if GridLikelihoodEngine.suitable(data):
+        try:
+            return GridLikelihoodEngine(data, device=device, chunk=chunk)
+        except ValueError:
+            pass
+    return LikelihoodEngine(data, device=device, chunk=chunk)

@@ -43,7 +43,7 @@ from ..ratings import Ratings
 from ..spec import ModelSpec
 from ._blocksolve import BlockSchurSolver, NotPositiveDefinite
 from ._cg import IterativeSchurSolver
-from ._likelihood import LikelihoodEngine
+from ._likelihood import make_engine
 from ._threads import choose_threads, torch_threads
 
 __all__ = ["DEFAULT_RESPONSE_PENALTY", "TorchMFRM"]
@@ -207,7 +207,7 @@ class TorchMFRM:
         lay = _Layout.build(design, lam)
         if lay.n_extreme:
             notes.append(_extreme_note(design, lay.extreme, self.extreme_adjustment))
-        engine = LikelihoodEngine(lay.core, device=self.device_, chunk=self.chunk_size)
+        engine = make_engine(lay.core, device=self.device_, chunk=self.chunk_size)
         x, ev, solver, conv = self._newton(design, engine, lay, lam)
         V, Cm = _null_space(data, lay.active, data.offsets, data.K)
         want = self._se_wanted(design, lay, solver)

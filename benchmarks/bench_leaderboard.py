@@ -1,0 +1,172 @@
+"""Leaderboard-shaped IRT: models x benchmark items, binary, cells missing at random.
+
+`irtpeer score` is run the way a user runs it (a subprocess on a parquet file, `/usr/bin/time`
+for wall time and peak resident memory), and the same data go through scikit-learn's
+LogisticRegression (lbfgs) on a sparse one-hot design at the sizes it can finish: with
+``--penalty 1`` both fit the same ridge objective (``C = 1``, no intercept), so the objective gap
+is meaningful. Parameter recovery against the simulated truth is reported for the exact MLE
+(penalty 0): the correlation of the model measures with the truth and the coverage of their 95 %
+intervals (``se``, exact, from the dense Schur complement).
+
+    python benchmarks/bench_leaderboard.py --models 2000 --items 5000             # 7 M responses
+    python benchmarks/bench_leaderboard.py --models 6000 --items 30000 --skip-sklearn   # 126 M
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_data(models: int, items: int, missing: float, seed: int, path: Path):
+    """Write the responses (model, question, score) to parquet; return the true parameters."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    theta, b = rng.normal(0, 1, models), rng.normal(0, 1, items)
+    ms, qs, ys = [], [], []
+    step = max(1, 20_000_000 // items)
+    for s in range(0, models, step):  # rows in blocks: memory stays a few bytes per response
+        keep = rng.random((min(step, models - s), items)) >= missing
+        m, q = np.nonzero(keep)
+        m = m + s
+        p = 1.0 / (1.0 + np.exp(-(theta[m] - b[q])))
+        ys.append((rng.random(len(m)) < p).astype(np.int8))
+        ms.append(m.astype(np.int32))
+        qs.append(q.astype(np.int32))
+    m, q, y = np.concatenate(ms), np.concatenate(qs), np.concatenate(ys)
+    df = pd.DataFrame({
+        "model": pd.Categorical.from_codes(m, [f"m{i:05d}" for i in range(models)]),
+        "question": pd.Categorical.from_codes(q, [f"q{i:06d}" for i in range(items)]),
+        "score": y,
+    })
+    df.to_parquet(path, index=False)
+    return theta, b, len(df)
+
+
+def run_cli(path: Path, out: Path, *flags: str) -> dict:
+    """`irtpeer score` end to end: wall seconds and peak RSS (GB) from /usr/bin/time -v."""
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "irtpeer", "score", str(path),
+           "--out", str(out), *flags]
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-3000:])
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr).group(1))
+    return {"wall_s": wall, "peak_gb": rss / 1e6}
+
+
+def recovery(out: Path, theta: np.ndarray, b: np.ndarray) -> dict:
+    """Correlation with the truth and 95 % coverage of the model intervals, in the reported
+    identification (questions sum to zero, so the truth is shifted by the mean difficulty)."""
+    import pandas as pd
+
+    meas = pd.read_csv(out / "measures.csv")
+    mod = meas[meas["facet"] == "model"]
+    idx = mod["element"].str[1:].astype(int).to_numpy()
+    true = theta[idx] - b.mean()
+    est, se = mod["measure"].to_numpy(), mod["se"].to_numpy()
+    status = mod["status"].astype(object).where(mod["status"].notna(), "")
+    ok = np.isfinite(est) & np.isfinite(se) & (status == "").to_numpy()
+    q = meas[meas["facet"] == "question"]
+    qidx = q["element"].str[1:].astype(int).to_numpy()
+    conv = pd.read_csv(out / "convergence.csv").iloc[0]
+    return {
+        "corr_models": float(np.corrcoef(est[ok], true[ok])[0, 1]),
+        "coverage_95": float(np.mean(np.abs(est[ok] - true[ok]) <= 1.959964 * se[ok])),
+        "corr_items": float(np.corrcoef(q["measure"], b[qidx] - b.mean())[0, 1]),
+        "iterations": int(conv["iterations"]),
+        "cg_products": int(conv.get("cg_products", 0)),
+        "fit_s": float(conv["seconds"]),
+        "objective": float(conv["objective"]),
+        "se_method": str(conv.get("se_method", "")),
+    }
+
+
+def run_sklearn(path: Path, penalty: float) -> dict:
+    """scikit-learn's lbfgs on the sparse one-hot design (model +1, question -1), in-process."""
+    import pandas as pd
+    import scipy.sparse as sp
+    from sklearn.linear_model import LogisticRegression
+
+    df = pd.read_parquet(path)
+    m = df["model"].cat.codes.to_numpy().astype(np.int64)
+    q = df["question"].cat.codes.to_numpy().astype(np.int64)
+    M = len(df["model"].cat.categories)
+    n = len(df)
+    rows = np.repeat(np.arange(n), 2)
+    cols = np.stack([m, q + M], 1).ravel()
+    sign = np.tile([1.0, -1.0], n)
+    X = sp.csr_matrix((sign, (rows, cols)), shape=(n, M + len(df["question"].cat.categories)))
+    y = df["score"].to_numpy()
+    t0 = time.perf_counter()
+    lr = LogisticRegression(C=1.0 / penalty, fit_intercept=False, solver="lbfgs", tol=1e-8,
+                            max_iter=10000).fit(X, y)
+    fit_s = time.perf_counter() - t0
+    eta = X @ lr.coef_.ravel()
+    obj = float(-(y * eta - np.logaddexp(0, eta)).sum() + 0.5 * penalty * (lr.coef_**2).sum())
+    return {"fit_s": fit_s, "objective": obj, "iterations": int(lr.n_iter_[0])}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", type=int, default=2000)
+    ap.add_argument("--items", type=int, default=5000)
+    ap.add_argument("--missing", type=float, default=0.3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-sklearn", action="store_true")
+    ap.add_argument("--skip-ridge", action="store_true", help="skip the penalty-1 irtpeer run")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each irtpeer fit (best kept)")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        path = tmp / "leaderboard.parquet"
+        t0 = time.perf_counter()
+        theta, b, n = make_data(args.models, args.items, args.missing, args.seed, path)
+        print(f"{args.models} models x {args.items} items, {args.missing:.0%} missing: "
+              f"{n:,} responses (made in {time.perf_counter() - t0:.1f} s)", flush=True)
+        report = {"models": args.models, "items": args.items, "responses": n}
+
+        def best(*flags):
+            runs = [run_cli(path, tmp / "out", *flags) for _ in range(args.repeat)]
+            return min(runs, key=lambda r: r["wall_s"])
+
+        mle = best("--penalty", "0", "--se-facets", "model")
+        mle.update(recovery(tmp / "out", theta, b))
+        report["irtpeer_mle"] = mle
+        print(f"  irtpeer score (MLE, model se): {mle['wall_s']:.1f} s end to end "
+              f"(fit {mle['fit_s']:.1f} s, {mle['iterations']} Newton iterations, "
+              f"{mle['cg_products']} CG products), peak {mle['peak_gb']:.2f} GB; "
+              f"corr(models, truth) {mle['corr_models']:.4f}, 95% coverage "
+              f"{mle['coverage_95']:.3f}, corr(items) {mle['corr_items']:.4f}", flush=True)
+        if not args.skip_ridge:
+            ridge = best("--penalty", "1", "--se-facets", "model")
+            ridge.update(recovery(tmp / "out", theta, b))
+            report["irtpeer_ridge"] = ridge
+            print(f"  irtpeer score (penalty 1): {ridge['wall_s']:.1f} s end to end "
+                  f"(fit {ridge['fit_s']:.1f} s), peak {ridge['peak_gb']:.2f} GB, "
+                  f"objective {ridge['objective']:.6f}", flush=True)
+        if not args.skip_sklearn:
+            sk = run_sklearn(path, 1.0)
+            report["sklearn"] = sk
+            print(f"  sklearn lbfgs (C=1): fit {sk['fit_s']:.1f} s, {sk['iterations']} "
+                  f"iterations, objective {sk['objective']:.6f}", flush=True)
+            if not args.skip_ridge:
+                print(f"  irtpeer end to end / sklearn fit: "
+                      f"{report['irtpeer_ridge']['wall_s'] / sk['fit_s']:.2f}; objective gap "
+                      f"(sklearn - irtpeer) {sk['objective'] - report['irtpeer_ridge']['objective']:.3e}")
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
