@@ -42,7 +42,7 @@ def to_uri(fig) -> str:
 
     buf = io.BytesIO()
     with matplotlib.rc_context(_RC):
-        fig.savefig(buf, format="svg", metadata={"Date": None})
+        fig.savefig(buf, format="svg", metadata={"Date": None}, dpi=150)
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -251,4 +251,149 @@ def category_curves(panels: list[tuple[str, np.ndarray, list]], title: str) -> s
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, title="category", loc="outside right upper", frameon=False)
         fig.suptitle(title, fontsize=10)
+        return to_uri(fig)
+
+
+# ------------------------------------------------------------------ analyses figures
+def _grid(k: int, cols: int, w: float, h: float, extra_w: float = 0.6):
+    cols = min(k, cols)
+    rows = int(np.ceil(k / cols))
+    fig = new_figure(w * cols + extra_w, h * rows + 0.5)
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes[k:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def bias_heatmaps(table: pd.DataFrame, fa: str, fb: str) -> str:
+    """Bias (logits) per cell of facet_a x facet_b, one panel per dimension; * marks a flagged
+    cell (Holm-adjusted p below alpha)."""
+    dims = list(dict.fromkeys(table["dimension"]))
+    lim = float(np.nanmax(np.abs(table["bias"].to_numpy(dtype=float)))) or 1.0
+    lim = min(lim, 3.0)
+    rows_ = list(dict.fromkeys(table["element_a"]))
+    cols_ = list(dict.fromkeys(table["element_b"]))
+    w = 1.2 + 0.32 * len(cols_)
+    h = 0.9 + 0.22 * len(rows_)
+    with style():
+        fig, axes = _grid(len(dims), max(1, int(11 // w)), w, h, 1.2)
+        im = None
+        for ax, d in zip(axes, dims):
+            g = table[table["dimension"] == d]
+            mat = g.pivot_table(index="element_a", columns="element_b", values="bias",
+                                aggfunc="first").reindex(index=rows_, columns=cols_)
+            flag = g.pivot_table(index="element_a", columns="element_b", values="flag",
+                                 aggfunc="first").reindex(index=rows_, columns=cols_)
+            im = ax.imshow(mat.to_numpy(dtype=float), cmap="RdBu_r", vmin=-lim, vmax=lim,
+                           aspect="auto")
+            for (i, j), f in np.ndenumerate(flag.fillna(False).to_numpy(dtype=bool)):
+                if f:
+                    ax.text(j, i, "*", ha="center", va="center", fontsize=11, weight="bold")
+            ax.set_xticks(range(len(cols_)), [short(c, 16) for c in cols_], rotation=60,
+                          ha="right")
+            ax.set_yticks(range(len(rows_)), [short(r, 18) for r in rows_])
+            ax.set_title(f"dimension {short(d, 20)}")
+            ax.set_xlabel(fb)
+            ax.set_ylabel(fa)
+        fig.colorbar(im, ax=list(axes[: len(dims)]), label=f"bias (logits; > 0: {fa} harsher)",
+                     shrink=0.8)
+        return to_uri(fig)
+
+
+def equating_panels(common: pd.DataFrame, table: pd.DataFrame, z: float = 1.96) -> str:
+    """Common-person cross-plots of two dimensions: identity line moved by the linking
+    constant, its 95% bands (mean SEs), and the verdict; hexbin where points are many."""
+    k = len(table)
+    with style():
+        fig, axes = _grid(k, 3, 3.1, 3.0)
+        for ax, rec in zip(axes, table.to_dict(orient="records")):
+            a, b = rec["dim_a"], rec["dim_b"]
+            sub = common[[a, b, f"{a}_se", f"{b}_se"]].dropna()
+            x, y = sub[a].to_numpy(dtype=float), sub[b].to_numpy(dtype=float)
+            if len(x) > 2000:
+                ax.hexbin(x, y, gridsize=35, cmap="Blues", mincnt=1, linewidths=0,
+                          rasterized=True)
+            else:  # many marks: drawn as one embedded bitmap inside the SVG
+                ax.plot(x, y, "o", ms=2.5, alpha=0.45, color=PALETTE[0], rasterized=True)
+            lo, hi = np.nanmin([x.min(), y.min()]), np.nanmax([x.max(), y.max()])
+            line = np.linspace(lo, hi, 2)
+            band = z * float(np.sqrt(np.mean(sub[f"{a}_se"] ** 2) + np.mean(sub[f"{b}_se"] ** 2)))
+            ax.plot(line, line + rec["shift"], color=PALETTE[1], lw=1.2, label="identity + shift")
+            ax.plot(line, line + rec["shift"] + band, color=PALETTE[1], lw=0.8, ls="--",
+                    label="95% band")
+            ax.plot(line, line + rec["shift"] - band, color=PALETTE[1], lw=0.8, ls="--")
+            ax.set_xlabel(f"{short(a, 16)} (logits)")
+            ax.set_ylabel(f"{short(b, 16)} (logits)")
+            ax.set_title(f"{short(a, 12)} vs {short(b, 12)}: {rec['verdict']}", fontsize=9)
+        axes[0].legend(loc="upper left", frameon=False)
+        return to_uri(fig)
+
+
+def kendall_w_bars(friedman: pd.DataFrame) -> str:
+    """Kendall's W (agreement of the questions on the model ranking) per target and method."""
+    targets = list(dict.fromkeys(friedman["target"]))
+    methods = list(dict.fromkeys(friedman["method"]))
+    x = np.arange(len(targets))
+    width = 0.8 / max(len(methods), 1)
+    with style():
+        fig = new_figure(1.5 + 0.6 * len(targets) * max(1, len(methods) / 2), 2.8)
+        ax = fig.subplots()
+        for i, m in enumerate(methods):
+            g = friedman[friedman["method"] == m].set_index("target").reindex(targets)
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, g["kendall_w"], width,
+                   label=m, color=PALETTE[i % len(PALETTE)])
+        ax.set_xticks(x, [short(t, 14) for t in targets])
+        ax.set_ylabel("Kendall's W")
+        ax.set_xlabel("target")
+        ax.set_ylim(0, 1)
+        ax.set_title("Agreement of the questions on the model ranking (Friedman)")
+        fig.legend(title="method", loc="outside right upper", frameon=False)
+        return to_uri(fig)
+
+
+def judge_count_curves(curve: pd.DataFrame, dstudy: pd.DataFrame) -> str:
+    """Kendall tau of the model ranking with k judges vs the full panel; D-study E rho^2."""
+    panels = 1 + (not dstudy.empty)
+    with style():
+        fig = new_figure(4.0 * panels + 1.4, 3.0)
+        axes = fig.subplots(1, panels, squeeze=False)[0]
+        ax = axes[0]
+        for i, (t, g) in enumerate(curve.groupby("target", sort=False)):
+            ax.plot(g["k"], g["tau_models_mean"], "o-", ms=3, color=PALETTE[i % len(PALETTE)],
+                    label=short(t, 14))
+        ax.set_xlabel("judges in the panel (k)")
+        ax.set_ylabel("Kendall τ-b with the full panel")
+        ax.set_title("Model ranking with k judges (mean over subsets)")
+        ax.legend(title="target", loc="lower right", frameon=False)
+        if panels == 2:
+            ax = axes[1]
+            for i, (d, g) in enumerate(dstudy.groupby("dimension", sort=False)):
+                ax.plot(g["n_judges"], g["e_rho2"], "o-", ms=3, color=PALETTE[i % len(PALETTE)],
+                        label=short(d, 14))
+            ax.set_xlabel("judges (n)")
+            ax.set_ylabel("generalizability Eρ²")
+            ax.set_ylim(0, 1)
+            ax.set_title("D-study: reliability with n judges")
+            ax.legend(title="dimension", loc="lower right", frameon=False)
+        return to_uri(fig)
+
+
+def ppc_scatter(ppc: pd.DataFrame) -> str:
+    """Observed count per element x category against the posterior predictive 90% interval."""
+    with style():
+        fig = new_figure(4.6, 3.8)
+        ax = fig.subplots()
+        inside = ~ppc["outside"].to_numpy(dtype=bool)
+        for mask, color, label in ((inside, PALETTE[0], "inside 90% interval"),
+                                   (~inside, PALETTE[1], "outside")):
+            g = ppc[mask]
+            ax.errorbar(g["predicted"], g["observed"],
+                        xerr=[g["predicted"] - g["low"], g["high"] - g["predicted"]], fmt="o",
+                        ms=2.5, lw=0.6, color=color, label=f"{label} ({mask.sum()})")
+        hi = float(np.nanmax(ppc[["observed", "high"]].to_numpy(dtype=float))) * 1.05
+        ax.plot([0, hi], [0, hi], color="0.5", lw=0.8, ls=":")
+        ax.set_xlabel("replicated count (posterior predictive mean, 90% interval)")
+        ax.set_ylabel("observed count")
+        ax.set_title("Posterior predictive check per element and category")
+        ax.legend(loc="upper left", frameon=False)
         return to_uri(fig)

@@ -24,7 +24,8 @@ def _environment():
 
 
 def build_sections(cal, ratings, *, analyses: bool = True, head: int = 10,
-                   max_rows: int = 1000) -> list[_sections.Section]:
+                   max_rows: int = 1000, estimator=None,
+                   max_refits: int = 12) -> list[_sections.Section]:
     """Every section of the report, in order; failures are notes inside their sections."""
     require("matplotlib", "report")
     S = _sections
@@ -36,21 +37,26 @@ def build_sections(cal, ratings, *, analyses: bool = True, head: int = 10,
     if analyses:
         out += guarded("Measurement tables", _measures.measurement_tables, cal, ratings,
                        head=head, limit=max_rows)
-        out += _analyses.analyses_sections(cal, ratings, guarded)
+        out += _analyses.analyses_sections(cal, ratings, guarded, estimator=estimator,
+                                           max_refits=max_refits)
     out += guarded("Convergence", S.convergence, cal)
     return out
 
 
 def render_report(cal, ratings, *, analyses: bool = True, title: str | None = None,
-                  head: int = 10, max_rows: int = 1000) -> str:
+                  head: int = 10, max_rows: int = 1000, estimator=None,
+                  max_refits: int = 12) -> str:
     """The report as one HTML string (figures, CSS inline; no script, no network request).
 
     ``analyses=False`` leaves out the sections that need the ratings' residuals (measurement
     tables with fit statistics and the analyses); ``head`` is the number of rows shown at each
-    end of a long table and ``max_rows`` the longest table embedded in full on demand.
+    end of a long table and ``max_rows`` the longest table embedded in full on demand. The
+    judge-count curve refits subsets of judges with ``estimator`` (default: a torch estimator
+    with the calibration's settings, when it came from one), at most ``max_refits`` times.
     """
     facts = _meta.run_facts(cal, ratings)
-    sections = build_sections(cal, ratings, analyses=analyses, head=head, max_rows=max_rows)
+    sections = build_sections(cal, ratings, analyses=analyses, head=head, max_rows=max_rows,
+                              estimator=estimator, max_refits=max_refits)
     sections += guarded("Run metadata", _meta.metadata_section, cal, ratings, facts)
     css = (Path(__file__).parent / "templates" / "report.css").read_text(encoding="utf-8")
     return _environment().get_template("report.html.j2").render(
@@ -66,7 +72,8 @@ def render_report(cal, ratings, *, analyses: bool = True, title: str | None = No
 
 
 def write_report(cal, ratings, path: str | os.PathLike, *, analyses: bool = True,
-                 title: str | None = None, head: int = 10, max_rows: int = 1000) -> Path:
+                 title: str | None = None, head: int = 10, max_rows: int = 1000,
+                 estimator=None, max_refits: int = 12) -> Path:
     """Render the report of ``cal`` (fitted to ``ratings``) and write it atomically to ``path``.
 
     Examples
@@ -79,5 +86,5 @@ def write_report(cal, ratings, path: str | os.PathLike, *, analyses: bool = True
     PosixPath('report.html')
     """
     html = render_report(cal, ratings, analyses=analyses, title=title, head=head,
-                         max_rows=max_rows)
+                         max_rows=max_rows, estimator=estimator, max_refits=max_refits)
     return atomic_write_text(Path(path), html)
