@@ -653,12 +653,14 @@ def _find_extremes(data: FacetData, iterate: bool = True):
     K = data.K
     while True:
         new = False
+        every = bool(keep.all())  # no copies of the observations while nothing is set aside
+        xs = data.x if every else data.x[keep]
+        at_max, at_min = xs == K, xs == 0
         for a in range(A):
-            ix = data.idx[a][keep]
-            xs = data.x[keep]
+            ix = data.idx[a] if every else data.idx[a][keep]
             cnt = np.bincount(ix, minlength=data.sizes[a])
-            nmax = np.bincount(ix, weights=(xs == K), minlength=data.sizes[a])
-            nmin = np.bincount(ix, weights=(xs == 0), minlength=data.sizes[a])
+            nmax = np.bincount(ix[at_max], minlength=data.sizes[a])
+            nmin = np.bincount(ix[at_min], minlength=data.sizes[a])
             is_max = (cnt > 0) & (nmax == cnt) & (extreme[a] == 0)
             is_min = (cnt > 0) & (nmin == cnt) & (extreme[a] == 0)
             if is_max.any() or is_min.any():
@@ -682,10 +684,11 @@ def _start_values(data: FacetData, active: np.ndarray) -> np.ndarray:
     K = max(data.K, 1)
     off = data.offsets
     x = np.zeros(data.n_params)
-    w = np.ones(len(data.x)) if data.w is None else data.w
+    w = data.w
+    wx = data.x if w is None else w * data.x
     for a in range(A):
-        cnt = np.bincount(data.idx[a], weights=w, minlength=data.sizes[a])
-        tot = np.bincount(data.idx[a], weights=w * data.x, minlength=data.sizes[a])
+        cnt = np.bincount(data.idx[a], weights=w, minlength=data.sizes[a]).astype(float)
+        tot = np.bincount(data.idx[a], weights=wx, minlength=data.sizes[a])
         with np.errstate(invalid="ignore", divide="ignore"):
             pbar = np.clip((tot + 0.5) / (cnt * K + 1.0), 0.02, 0.98)
         lg = np.log(pbar / (1 - pbar))
@@ -843,14 +846,15 @@ def _measures_table(design: DimensionDesign, params, se, se_model, status) -> pd
     A = len(data.sizes)
     off = data.offsets
     K = data.K
-    w = np.ones(len(data.x)) if data.w is None else data.w
-    raw = design.raw_scores.astype(float)
+    w = data.w
+    raw = design.raw_scores
+    wraw = raw if w is None else w * raw
     frames = []
     names = [design.person_facet, *design.facet_names]
     labels = [design.person_labels, *design.facet_labels]
     for a in range(A):
-        cnt = np.bincount(data.idx[a], weights=w, minlength=data.sizes[a])
-        tot = np.bincount(data.idx[a], weights=w * raw, minlength=data.sizes[a])
+        cnt = np.bincount(data.idx[a], weights=w, minlength=data.sizes[a]).astype(float)
+        tot = np.bincount(data.idx[a], weights=wraw, minlength=data.sizes[a]).astype(float)
         sl = slice(off[a], off[a + 1])
         frames.append(
             pd.DataFrame(
