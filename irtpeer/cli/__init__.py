@@ -16,6 +16,7 @@ from .._errors import IrtpeerError
 # Sub-command modules, in the order their commands are listed in ``irtpeer --help``.
 COMMAND_MODULES = [
     "irtpeer.cli.score",
+    "irtpeer.cli.report",
     "irtpeer.cli.bias",
     "irtpeer.cli.equate",
     "irtpeer.cli.compare",
