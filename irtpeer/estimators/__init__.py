@@ -19,6 +19,7 @@ __all__ = ["ESTIMATORS", "TorchMFRM", "estimator_options", "get_estimator"]
 #: name -> (module, class); the module is imported only when the estimator is used.
 ESTIMATORS: dict[str, tuple[str, str]] = {
     "torch": ("irtpeer.estimators._torch", "TorchMFRM"),
+    "bayes": ("irtpeer.estimators._bayes", "BayesMFRM"),
 }
 
 

@@ -1,0 +1,202 @@
+"""The PyMC model of one dimension for the Bayesian estimator, on aggregated cells.
+
+Cells
+-----
+Observations that share every facet element (the same person, question, judge, item, ...) have
+the same category probabilities, so the likelihood only needs, per distinct cell, the weighted
+count of each category: ``counts[c, k]``. The log-likelihood of the adjacent-category (Andrich /
+partial credit) model is then
+
+    sum_c [ S_c * eta_c - sum_k n_ck * C_k(c) - N_c * log sum_k exp(k * eta_c - C_k(c)) ]
+
+with ``S_c = sum_k k n_ck`` the cell's score total, ``N_c`` its count and ``C_k`` the cumulated
+thresholds; the threshold term is a sufficient statistic (category totals) and needs no pass over
+the cells. Identical cells are merged before sampling, so a replicated or model-level design costs
+the number of distinct cells, not the number of judgments.
+
+Parametrisation
+---------------
+* Persons: ``normal`` prior ``theta = mu + sigma_theta * z`` (non-centred when persons have few
+  observations, centred otherwise), ``sigma_theta`` estimated; ``flat``: a wide normal.
+* Hierarchical person mode: ``theta_mq = theta_m + sigma_u * z_mq`` (non-centred).
+* Other facets: ``ZeroSumNormal`` (exactly centred, like the torch estimator's identification), or,
+  for the question facet when ``question_effects="random"``, ``N(0, sigma_q)`` centred afterwards.
+* Thresholds: ``ZeroSumNormal`` over the K steps (per element of the partial-credit facet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._design import DimensionDesign
+from .._errors import DesignError
+
+__all__ = ["DEFAULT_PRIORS", "Cells", "build_cells", "build_model", "resolve_priors"]
+
+#: Prior scales (logits) of the Bayesian estimator; every one can be set with ``priors={...}``.
+DEFAULT_PRIORS = {
+    "facet_sigma": 5.0,  # ZeroSumNormal sigma of each centred facet (weakly informative)
+    "threshold_sigma": 5.0,  # ZeroSumNormal sigma of the thresholds
+    "person_mean_sigma": 5.0,  # normal prior sd of the person mean mu
+    "person_sigma": 2.5,  # half-normal scale of sigma_theta (person SD)
+    "response_sigma": 1.0,  # half-normal scale of sigma_u (hierarchical response SD)
+    "question_sigma": 2.5,  # half-normal scale of sigma_q (random question effects)
+    "flat_sigma": 10.0,  # sd of the wide normal used by person_prior="flat"
+}
+
+#: Persons with at least this many observations on average get the centred parametrisation.
+_CENTRED_MIN_COUNT = 20
+
+
+def resolve_priors(priors: dict | None) -> dict:
+    from .._errors import IrtpeerError
+
+    out = dict(DEFAULT_PRIORS)
+    for k, v in (priors or {}).items():
+        if k not in DEFAULT_PRIORS:
+            raise IrtpeerError(
+                f"unknown prior {k!r}; the priors are {', '.join(DEFAULT_PRIORS)}"
+            )
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            raise IrtpeerError(f"prior {k} must be a number > 0, got {v!r}") from None
+        if not (v > 0 and np.isfinite(v)):
+            raise IrtpeerError(f"prior {k} must be a number > 0, got {v!r}")
+        out[k] = v
+    return out
+
+
+@dataclass
+class Cells:
+    """Distinct cells of one dimension with their weighted category counts."""
+
+    idx: list[np.ndarray]  # per facet (persons first): element of each cell
+    sizes: list[int]
+    counts: np.ndarray  # (cells, K+1)
+    K: int
+    pcm: int | None
+    resp: np.ndarray | None = None  # hierarchical: response (model x question) of each cell
+    resp_model: np.ndarray | None = None  # model of each response
+    resp_labels: np.ndarray | None = None
+    random_facet: int | None = None  # position of the facet with random effects, if any
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.counts)
+
+    def obs_per_person(self) -> float:
+        n = np.bincount(self.idx[0], weights=self.counts.sum(1), minlength=self.sizes[0])
+        return float(n.mean())
+
+
+def build_cells(
+    design: DimensionDesign, person_mode: str, response_facet: str, question_effects: str
+) -> Cells:
+    """Merge identical observations of ``design`` into cells with category counts."""
+    data = design.data
+    K = data.K
+    idx = np.stack([np.asarray(i, dtype=np.int64) for i in data.idx], axis=1)
+    uniq, inv = np.unique(idx, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    w = np.ones(len(data.x)) if data.w is None else np.asarray(data.w, dtype=float)
+    counts = np.bincount(inv * (K + 1) + data.x, weights=w, minlength=len(uniq) * (K + 1))
+    cells = Cells(
+        idx=[uniq[:, a].copy() for a in range(uniq.shape[1])],
+        sizes=list(data.sizes),
+        counts=counts.reshape(len(uniq), K + 1),
+        K=K,
+        pcm=data.pcm,
+    )
+    qpos = _facet_position(design, response_facet)
+    if person_mode == "hierarchical":
+        if qpos is None:
+            raise DesignError(
+                f"person mode 'hierarchical' needs the facet {response_facet!r} to define a "
+                f"response (model x {response_facet}) in dimension {design.dimension!r}; facets "
+                f"are {', '.join(design.facet_names) or 'none'}"
+            )
+        key = cells.idx[0] * cells.sizes[qpos] + cells.idx[qpos]
+        rkeys, rinv = np.unique(key, return_inverse=True)
+        cells.resp = rinv.ravel()
+        cells.resp_model = rkeys // cells.sizes[qpos]
+        q_of = rkeys % cells.sizes[qpos]
+        cells.resp_labels = np.array(
+            [f"{design.model_labels[m]}|{design.facet_labels[qpos - 1][q]}"
+             for m, q in zip(cells.resp_model, q_of)]
+        )
+    if question_effects == "random":
+        if qpos is None:
+            raise DesignError(
+                f"random question effects need the facet {response_facet!r}; facets of dimension "
+                f"{design.dimension!r} are {', '.join(design.facet_names) or 'none'}"
+            )
+        cells.random_facet = qpos
+    return cells
+
+
+def _facet_position(design: DimensionDesign, facet: str) -> int | None:
+    return 1 + design.facet_names.index(facet) if facet in design.facet_names else None
+
+
+def build_model(cells: Cells, priors: dict, person_prior: str, person_mode: str):
+    """The PyMC model of one dimension; the log-likelihood enters as one ``Potential``."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    with pm.Model() as model:
+        theta = _person_block(pm, cells, priors, person_prior, person_mode)
+        eta = theta[cells.idx[0]]
+        if cells.resp is not None:
+            sigma_u = pm.HalfNormal("sigma_u", sigma=priors["response_sigma"])
+            z_u = pm.Normal("z_u", 0.0, 1.0, shape=len(cells.resp_model))
+            eta = eta + (sigma_u * z_u)[cells.resp]
+        for a in range(1, len(cells.sizes)):
+            if a == cells.random_facet:
+                sigma_q = pm.HalfNormal("sigma_q", sigma=priors["question_sigma"])
+                b = pm.Normal(f"b{a}", 0.0, sigma_q, shape=cells.sizes[a])
+            else:
+                b = pm.ZeroSumNormal(f"b{a}", sigma=priors["facet_sigma"], shape=cells.sizes[a])
+            eta = eta - b[cells.idx[a]]
+        pm.Potential("loglik", _loglik(pm, pt, cells, eta, priors))
+    return model
+
+
+def _person_block(pm, cells: Cells, priors: dict, person_prior: str, person_mode: str):
+    P = cells.sizes[0]
+    if person_prior == "flat":
+        return pm.Normal("theta", 0.0, priors["flat_sigma"], shape=P)
+    mu = pm.Normal("mu", 0.0, priors["person_mean_sigma"])
+    sigma = pm.HalfNormal("sigma_theta", sigma=priors["person_sigma"])
+    if cells.obs_per_person() >= _CENTRED_MIN_COUNT:
+        return pm.Normal("theta", mu, sigma, shape=P)
+    z = pm.Normal("z_theta", 0.0, 1.0, shape=P)
+    return pm.Deterministic("theta", mu + sigma * z)
+
+
+def _loglik(pm, pt, cells: Cells, eta, priors: dict):
+    K = cells.K
+    counts = cells.counts
+    total = counts.sum(1)
+    if K == 1:
+        return pt.dot(counts[:, 1], eta) - pt.dot(total, pt.softplus(eta))
+    k = np.arange(K + 1, dtype=float)
+    score = counts @ k
+    if cells.pcm is None:
+        tau = pm.ZeroSumNormal("tau", sigma=priors["threshold_sigma"], shape=K)
+        cum = pt.concatenate([pt.zeros(1), pt.cumsum(tau)])
+        cat_tot = counts.sum(0)
+        psi = eta[:, None] * k[None, :] - cum[None, :]
+        lin = pt.dot(cat_tot, cum)
+    else:
+        L = cells.sizes[cells.pcm]
+        tau = pm.ZeroSumNormal("tau", sigma=priors["threshold_sigma"], shape=(L, K))
+        cum = pt.concatenate([pt.zeros((L, 1)), pt.cumsum(tau, axis=1)], axis=1)
+        e = cells.idx[cells.pcm]
+        cat_tot = np.zeros((L, K + 1))
+        np.add.at(cat_tot, e, counts)
+        psi = eta[:, None] * k[None, :] - cum[e]
+        lin = pt.sum(cat_tot * cum)
+    return pt.dot(score, eta) - lin - pt.dot(total, pt.logsumexp(psi, axis=1).ravel())

@@ -1,0 +1,147 @@
+"""The Bayesian estimator against the exact torch MLE, its outputs, and reproducibility.
+
+One compiled model serves the module (nutpie compiles once per distinct data set in a process);
+chains are short where the check allows.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import irtpeer
+from irtpeer import ModelSpec, TorchMFRM
+
+pytest.importorskip("pymc", reason="the 'bayes' extra (pymc, nutpie, arviz) is not installed")
+
+from irtpeer.estimators import get_estimator
+from irtpeer.estimators._bayes_diagnostics import (
+    posterior_predictive_table,
+    rank_probabilities,
+    warnings,
+    write_bayes_outputs,
+)
+
+FLAT = {"facet_sigma": 20.0, "threshold_sigma": 20.0, "flat_sigma": 20.0}
+
+
+@pytest.fixture(scope="module")
+def ample():
+    # 5 models x 3 judges x 2 items, 150 replicated questions each: every element has >= 1,400
+    # ratings (a rating scale 0..2); identical cells merge into 30 cells with category counts.
+    sim = irtpeer.simulate(models=5, questions=150, judges=3, dimensions="A", items_per_dimension=2,
+                           categories=3, missing=0.0, seed=4)
+    ratings = irtpeer.load_ratings(sim.ratings, facets="judge,item", duplicates="keep")
+    return ratings
+
+
+@pytest.fixture(scope="module")
+def bayes_cal(ample):
+    est = get_estimator("bayes")(person_prior="flat", priors=FLAT, draws=500, tune=500, chains=2,
+                                 seed=11)
+    return est.fit(ample).calibration_
+
+
+def test_posterior_means_and_sds_match_the_exact_mle(ample, bayes_cal):
+    torch_cal = TorchMFRM(device="cpu").fit(ample).calibration_
+    m = bayes_cal.measures.merge(torch_cal.measures, on=["dimension", "facet", "element"],
+                                 suffixes=("_b", "_t"))
+    assert len(m) == len(torch_cal.measures) == 5 + 3 + 2 + 2
+    np.testing.assert_allclose(m["measure_b"], m["measure_t"], atol=0.05)
+    np.testing.assert_allclose(m["se_b"], m["se_t"], rtol=0.10)
+    # FACETS' model SE at the posterior means is the torch estimator's se_model
+    np.testing.assert_allclose(m["se_model_b"], m["se_model_t"], rtol=0.05)
+    # the model-level scores and their covariance agree too
+    s = bayes_cal.scores.set_index("model")
+    t = torch_cal.scores.set_index("model")
+    np.testing.assert_allclose(s["A"], t["A"], atol=0.05)
+    np.testing.assert_allclose(s["A_se"], t["A_se"], rtol=0.10)
+
+
+def test_identification_and_intervals(bayes_cal):
+    ms = bayes_cal.measures
+    for facet in ("judge", "item", "threshold"):
+        assert abs(ms.loc[ms.facet == facet, "measure"].sum()) < 1e-8
+    assert (ms["hdi_low"] < ms["measure"]).all() and (ms["measure"] < ms["hdi_high"]).all()
+    # a 95% HDI of a near-normal posterior is about +-1.96 SD
+    width = (ms["hdi_high"] - ms["hdi_low"]) / (2 * 1.96 * ms["se"])
+    assert width.between(0.85, 1.15).all(), width
+    assert list(ms.columns[:10]) == ["dimension", "facet", "element", "measure", "se", "se_model",
+                                     "count", "total", "observed_average", "status"]
+
+
+def test_diagnostics_row_and_warnings(bayes_cal):
+    row = bayes_cal.convergence.iloc[0]
+    assert row["sampler"] == "nutpie" and not row["approximate"]
+    assert row["r_hat_max"] < 1.01 and row["ess_bulk_min"] > 200 and row["divergences"] == 0
+    assert row["n_cells"] == 30 and row["n_obs"] == 5 * 150 * 3 * 2
+    assert bool(row["converged"]) and warnings(bayes_cal) == []
+    bad = bayes_cal.convergence.copy()
+    bad.loc[0, ["r_hat_max", "ess_tail_min", "divergences"]] = [1.05, 50.0, 3]
+    fake = type("C", (), {"convergence": bad})()
+    msgs = warnings(fake)
+    assert any("R-hat 1.050" in w for w in msgs)
+    assert any("tail ESS 50 < 100 per chain" in w for w in msgs)
+    assert any("3 divergent" in w for w in msgs)
+
+
+def test_rank_probabilities_are_a_distribution(bayes_cal):
+    rp = rank_probabilities(bayes_cal)
+    p = rp[[f"rank_{r}" for r in range(1, 6)]].to_numpy()
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    np.testing.assert_allclose(p.sum(0), 1.0)
+    # the expected rank orders the models like their posterior means
+    means = bayes_cal.scores.set_index("model")["A"]
+    assert list(rp["model"]) == list(means.sort_values(ascending=False).index)
+
+
+def test_posterior_predictive_table_covers_the_observed_counts(bayes_cal):
+    ppc = posterior_predictive_table(bayes_cal)
+    assert set(ppc["facet"]) == {"model", "judge", "item"}
+    assert len(ppc) == (5 + 3 + 2) * 3
+    # the model fits its own simulation: observed counts fall in the 90% predictive intervals
+    assert ppc["outside"].mean() <= 0.2
+    per = ppc.groupby(["facet", "element"])["observed"].sum()
+    assert (per[per.index.get_level_values(0) == "judge"] == 5 * 150 * 2).all()
+
+
+def test_outputs_are_written_and_read_back(bayes_cal, tmp_path):
+    import arviz as az
+
+    paths = write_bayes_outputs(bayes_cal, tmp_path / "out")
+    assert {p.name for p in paths.values()} == {"diagnostics.csv", "rank_probabilities.csv",
+                                                 "posterior_predictive.csv", "idata.nc"}
+    idata = az.from_netcdf(paths["idata"])
+    theta = idata.posterior["A__model"]
+    assert theta.shape == (2, 500, 5)
+    np.testing.assert_allclose(theta.mean(("chain", "draw")).values,
+                               bayes_cal.facet("model")["measure"].to_numpy())
+    assert "A__diverging" in idata.sample_stats
+    diag = pd.read_csv(paths["diagnostics"])
+    assert diag.loc[0, "dimension"] == "A" and "r_hat_max" in diag
+    assert not list((tmp_path / "out").glob("*.tmp"))
+
+
+def test_same_seed_same_measures_other_seed_differs(ample, bayes_cal):
+    cls = get_estimator("bayes")
+    again = cls(person_prior="flat", priors=FLAT, draws=500, tune=500, chains=2, seed=11)
+    pd.testing.assert_frame_equal(again.fit(ample).calibration_.measures, bayes_cal.measures)
+    other = cls(person_prior="flat", priors=FLAT, draws=500, tune=500, chains=2, seed=12)
+    diff = other.fit(ample).calibration_.measures["measure"] - bayes_cal.measures["measure"]
+    assert 0 < diff.abs().max() < 0.05
+
+
+def test_bad_options_are_one_line_errors(ample):
+    cls = get_estimator("bayes")
+    cases = [({"person_prior": "wide"}, "person_prior 'wide' is not one of normal, flat"),
+             ({"draws": 0}, "draws must be an integer >= 1"),
+             ({"method": "mcmc"}, "method 'mcmc' is not one of nuts, advi, pathfinder"),
+             ({"priors": {"facet_sd": 1}}, "unknown prior 'facet_sd'"),
+             ({"priors": {"facet_sigma": -1}}, "prior facet_sigma must be a number > 0")]
+    for kw, msg in cases:
+        with pytest.raises(irtpeer.IrtpeerError, match=msg) as exc:
+            cls(**kw).fit(ample)
+        assert "\n" not in str(exc.value)
+    with pytest.raises(irtpeer.DesignError, match="not identified"):
+        cls(ModelSpec(person_mode="response"), person_prior="flat").fit(ample)
+    with pytest.raises(irtpeer.DesignError, match="needs the facet 'question'"):
+        cls(ModelSpec(person_mode="hierarchical")).fit(ample)
