@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q torch==2.13.0
-python -m pip install -q -e ".[dev]" -e "./lagdpo_plugin[dev]"
+python -m pip install -q -e ".[dev,bayes]" -e "./lagdpo_plugin[dev]"
 # The HTML report is tested in headless Chromium: Debian's chromium (+ driver), driven by the
 # playwright python package from [dev]. Installed only when missing and apt-get can run (CI is
 # root on Debian); elsewhere the browser tests skip and say why.
