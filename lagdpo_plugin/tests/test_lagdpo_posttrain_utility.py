@@ -15,8 +15,6 @@ from lagdpo.cli import main
 from lagdpo.posttrain import PosttrainError
 from lagdpo.posttrain.utility import UTILITY_COLUMNS, paired_difference
 
-pytest.importorskip("lm_eval")
-
 TASKS = Path(__file__).resolve().parent / "data" / "tiny_tasks"
 
 

@@ -119,6 +119,17 @@ def load_model(path: str, device: str | None = None, dtype: str = "auto"):
     return model, tokenizer
 
 
+def release_memory() -> None:
+    """After ``del model``: collect it and give its GPU memory back before the next one loads."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def read_column_table(path: str | os.PathLike, what: str, columns: list[str]):
     """A CSV/JSONL/parquet table with the given text columns (rows with an empty cell refused)."""
     io = irtpeer_io()

@@ -28,6 +28,7 @@ from ._common import (
     progress,
     pyplot,
     read_column_table,
+    release_memory,
     save_figure,
     write_csv,
 )
@@ -99,6 +100,7 @@ def _model_cosines(spec: ModelSpec, base_states, prompts, batch_size, chat_templ
         out.append(_cosines(states, ref))
         pos += states.shape[0]
     del model
+    release_memory()
     return np.concatenate(out, axis=0)
 
 
@@ -129,6 +131,7 @@ def drift(
     model, tok = load_model(base_spec.path, device)
     base_states = torch_cat(last_token_states(model, tok, prompts, batch_size, chat_template))
     del model
+    release_memory()
     rows, per_prompt = [], []
     for spec in specs:
         cos = _model_cosines(spec, base_states, prompts, batch_size, chat_template, device)

@@ -37,6 +37,7 @@ from ._common import (
     progress,
     pyplot,
     read_column_table,
+    release_memory,
     save_figure,
     write_csv,
 )
@@ -324,6 +325,7 @@ def _model_generations(spec, pos, neg, prompts, layers, alphas, opts, vectors_di
             replies = generate(model, tok, prompts, *gen_args)
         rows += [(spec.label, direction, layer, float(alpha), r) for r in replies]
     del model
+    release_memory()
     return rows
 
 

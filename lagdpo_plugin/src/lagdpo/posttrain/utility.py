@@ -26,6 +26,7 @@ from ._common import (
     adapter_base,
     parse_model_specs,
     pick_device,
+    release_memory,
     require,
     write_csv,
     write_json,
@@ -263,6 +264,7 @@ def utility(
     frames, groups = [], {}
     for spec in specs:
         res = _evaluate(spec, tasks, tm, settings)
+        release_memory()  # lm-eval's model object is gone once it returns
         if res is None:  # lm-eval returns None on non-zero ranks
             continue
         groups.update(res.get("group_subtasks") or {})
