@@ -8,13 +8,14 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import datasets
 from trl import SFTConfig, SFTTrainer
 
 from .data import load_sft_data, personaknob_to_sft
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 __all__ = ["PersonaSFTTrainer", "build_sft_dataset", "sft_config_from_settings"]
 
@@ -81,7 +82,12 @@ def sft_config_from_settings(settings: dict[str, Any]) -> SFTConfig:
     from dataclasses import fields
 
     known = {f.name for f in fields(SFTConfig) if f.init}
-    return SFTConfig(**{k: v for k, v in settings.items() if k in known})
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated")
+            return SFTConfig(**{k: v for k, v in settings.items() if k in known})
+    except (ValueError, TypeError) as exc:  # SFTConfig / TrainingArguments checks
+        raise ConfigError(f"invalid SFT settings: {' '.join(str(exc).split())}") from exc
 
 
 class PersonaSFTTrainer(SFTTrainer):
