@@ -174,6 +174,9 @@ def plot_drift(table: pd.DataFrame, path: str | Path, base_label: str = "base") 
         ax.fill_between(
             g["layer"], g["cosine_lo"], g["cosine_hi"], alpha=0.2, color=line.get_color()
         )
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer (0 = embeddings)")
     ax.set_ylabel(f"cosine to {base_label}")
     ax.set_title("Last-prompt-token representation drift")
