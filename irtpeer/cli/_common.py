@@ -36,10 +36,12 @@ ESTIMATOR_FLAGS: dict[str, tuple[str, dict]] = {
     "penalty": ("--penalty", {"type": float, "help": "L2 penalty (torch; default: 0 in model mode, 1 in response mode)"}),
     "device": ("--device", {"help": "auto | cpu | cuda (torch; default: auto)"}),
     "threads": ("--threads", {"type": int, "help": "CPU threads (torch; default: by the size of the work)"}),
+    "se_facets": ("--se-facets", {"help": "facets that get full-information se when the design is too large for all (torch)"}),
     "person_prior": ("--person-prior", {"help": "normal | flat (bayes; default: normal)"}),
     "draws": ("--draws", {"type": int, "help": "posterior draws per chain (bayes)"}),
     "tune": ("--tune", {"type": int, "help": "tuning steps per chain (bayes)"}),
     "chains": ("--chains", {"type": int, "help": "chains (bayes)"}),
+    "seed": ("--seed", {"type": int, "help": "random seed (bayes)"}),
     "method": ("--method", {"help": "nuts | advi | pathfinder (bayes; default: nuts)"}),
 }
 
@@ -75,10 +77,14 @@ def add_data_options(p: argparse.ArgumentParser, *, facets_flag: str = "--facets
                    help="valid score range; scores outside are an error")
 
 
-def add_estimator_options(p: argparse.ArgumentParser) -> None:
+def add_estimator_options(p: argparse.ArgumentParser, *, own_seed: bool = False) -> None:
+    """Estimator options. ``own_seed``: the command has its own ``--seed`` (for its bootstrap or
+    sampling), which also reaches the estimator when it takes a seed."""
     p.add_argument("--estimator", default="torch", help="torch (exact ML, default) | bayes (PyMC)")
-    for flag, kwargs in ESTIMATOR_FLAGS.values():
-        p.add_argument(flag, default=None, **kwargs)
+    for name, (flag, kwargs) in ESTIMATOR_FLAGS.items():
+        if not (own_seed and name == "seed"):
+            p.add_argument(flag, default=None, **kwargs)
+    p.set_defaults(_own_seed=own_seed)
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show progress on stderr (default: when stderr is a terminal)")
 
@@ -165,12 +171,14 @@ def progress_from_args(args) -> bool:
 def estimator_from_args(args, spec, *, progress: bool | None = None):
     """The estimator named by ``--estimator`` with the options that belong to it.
 
-    ``--seed`` (when the command has one) goes to the estimator only if it takes a seed.
+    A command's own ``--seed`` goes to the estimator only if it takes a seed.
     """
     from ..estimators import get_estimator
 
     cls = get_estimator(args.estimator)
-    given = {k: getattr(args, k) for k in ESTIMATOR_FLAGS if getattr(args, k, None) is not None}
+    own_seed = getattr(args, "_own_seed", False)
+    given = {k: getattr(args, k) for k in ESTIMATOR_FLAGS
+             if getattr(args, k, None) is not None and not (own_seed and k == "seed")}
     foreign = [k for k in given if k not in cls.OPTIONS]
     if foreign:
         flags = ", ".join(ESTIMATOR_FLAGS[k][0] for k in foreign)
@@ -180,7 +188,7 @@ def estimator_from_args(args, spec, *, progress: bool | None = None):
             f"{args.estimator} (it takes {takes or 'no options'}); drop {flags} or choose "
             f"another estimator"
         )
-    if getattr(args, "seed", None) is not None and "seed" in cls.OPTIONS:
+    if own_seed and getattr(args, "seed", None) is not None and "seed" in cls.OPTIONS:
         given["seed"] = args.seed
     progress = progress_from_args(args) if progress is None else progress
     return cls(spec, progress=progress, **given)

@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--tolerance", type=float, default=0.1,
                    help="slopes within 1 +/- this are comparable even if their CI excludes 1 (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default 0)")
-    add_estimator_options(p)
+    add_estimator_options(p, own_seed=True)
     add_output_options(p, "equating.csv and linked_scores.csv")
     p.set_defaults(func=lambda args: run(args, p))
 

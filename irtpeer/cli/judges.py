@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--max-subsets", type=int, default=20,
                    help="refit at most this many subsets per k, sampled (default 20)")
     p.add_argument("--seed", type=int, default=0, help="random seed for sampling subsets (default 0)")
-    add_estimator_options(p)
+    add_estimator_options(p, own_seed=True)
     add_output_options(p, "judge_count.csv, judge_loo.csv and d_study.csv")
     p.set_defaults(func=lambda args: run(args, p))
 
