@@ -84,6 +84,22 @@ def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return cat.codes.astype(np.int64), np.asarray(cat.categories.astype(str))
 
 
+def _n_distinct(col: pd.Series) -> int:
+    """Distinct values of a column (a categorical's used categories, counted without hashing)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        return int(np.count_nonzero(np.bincount(codes[codes >= 0] if codes.min(initial=0) < 0
+                                                else codes, minlength=1)))
+    return int(col.nunique())
+
+
+def _distinct_scores(raw: np.ndarray) -> np.ndarray:
+    """Sorted distinct scores; integers in a small range are counted instead of sorted."""
+    if len(raw) and raw.dtype.kind in "iu" and raw.min() >= 0 and raw.max() < 1_000_000:
+        return np.flatnonzero(np.bincount(raw)).astype(raw.dtype)
+    return np.unique(raw)
+
+
 def _reached_in_two_steps(idx: list[np.ndarray], sizes: list[int], hub: int) -> bool:
     """A quick sufficient test of connectivity, in a few passes over the observations: from the
     busiest element of the hub facet, its neighbours, the hub elements that share one of them,
@@ -205,8 +221,7 @@ def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
         notes: list[str] = []
         facet_names = []
         for f in ratings.facets:
-            nuniq = df[f].nunique()
-            if nuniq < 2:
+            if _n_distinct(df[f]) < 2:
                 notes.append(
                     f"facet {f!r} has a single element ({df[f].iloc[0]!r}) in dimension {dim!r}: "
                     f"it carries no information and is left out of this dimension's model"
@@ -245,7 +260,7 @@ def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
         sizes = [len(lab) for lab in labels]
 
         raw = df["_score"].to_numpy()
-        cats = np.unique(raw)
+        cats = _distinct_scores(raw)
         if len(cats) < 2:
             raise RatingsError(
                 f"every score in dimension {dim!r} is {cats[0]}: with a single category there is "

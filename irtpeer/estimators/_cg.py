@@ -174,10 +174,12 @@ class IterativeSchurSolver:
             dfull = np.zeros(B.shape[0])
             dfull[es] = self.dinv[ed]
             acc = np.zeros(B.shape[1])
-            step = max(1, _CHUNK_CELLS // max(B.shape[1], 1))
+            step = max(1, (1 << 16) // max(B.shape[1], 1))  # cache-sized blocks
+            sq = np.empty((step, B.shape[1]))
             for s in range(0, B.shape[0], step):
                 blk = B[s : s + step]
-                acc += (blk * blk).T @ dfull[s : s + step]
+                np.multiply(blk, blk, out=sq[: len(blk)])
+                acc += dfull[s : s + step] @ sq[: len(blk)]
             diag[rd] -= acc[rs]
         if not np.all(diag > 0):
             vec = np.zeros(self.n)

@@ -397,8 +397,8 @@ class GridLikelihoodEngine:
             obs = (X >= 0).to(f64)
             y = (X == 1).to(f64)
             eta = theta[s:e, None] - b[None, :]
-            # log P(x) = logsigmoid(+eta) for a 1, logsigmoid(-eta) for a 0
-            f -= (torch.nn.functional.logsigmoid(eta * (2.0 * y - 1.0)) * obs).sum()
+            # -log P(x) = softplus(eta) - x * eta (y is 0 where a cell is missing)
+            f += (torch.nn.functional.softplus(eta) * obs).sum() - (y * eta).sum()
             p = torch.sigmoid(eta)
             r = (y - p).mul_(obs)
             g_th[s:e] = -r.sum(1)

@@ -655,14 +655,12 @@ def _find_extremes(data: FacetData, iterate: bool = True):
         new = False
         every = bool(keep.all())  # no copies of the observations while nothing is set aside
         xs = data.x if every else data.x[keep]
-        at_max, at_min = xs == K, xs == 0
         for a in range(A):
             ix = data.idx[a] if every else data.idx[a][keep]
             cnt = np.bincount(ix, minlength=data.sizes[a])
-            nmax = np.bincount(ix[at_max], minlength=data.sizes[a])
-            nmin = np.bincount(ix[at_min], minlength=data.sizes[a])
-            is_max = (cnt > 0) & (nmax == cnt) & (extreme[a] == 0)
-            is_min = (cnt > 0) & (nmin == cnt) & (extreme[a] == 0)
+            tot = np.bincount(ix, weights=xs, minlength=data.sizes[a])  # 0 <= x <= K
+            is_max = (cnt > 0) & (tot == K * cnt) & (extreme[a] == 0)
+            is_min = (cnt > 0) & (tot == 0) & (extreme[a] == 0)
             if is_max.any() or is_min.any():
                 extreme[a][is_max] = 1
                 extreme[a][is_min] = -1
