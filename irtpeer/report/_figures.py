@@ -353,28 +353,28 @@ def kendall_w_bars(friedman: pd.DataFrame) -> str:
 
 def judge_count_curves(curve: pd.DataFrame, dstudy: pd.DataFrame) -> str:
     """Kendall tau of the model ranking with k judges vs the full panel; D-study E rho^2."""
-    panels = 1 + (not dstudy.empty)
+    panels = [p for p, df in (("curve", curve), ("dstudy", dstudy)) if len(df)]
     with style():
-        fig = new_figure(4.0 * panels + 1.4, 3.0)
-        axes = fig.subplots(1, panels, squeeze=False)[0]
-        ax = axes[0]
-        for i, (t, g) in enumerate(curve.groupby("target", sort=False)):
-            ax.plot(g["k"], g["tau_models_mean"], "o-", ms=3, color=PALETTE[i % len(PALETTE)],
-                    label=short(t, 14))
-        ax.set_xlabel("judges in the panel (k)")
-        ax.set_ylabel("Kendall τ-b with the full panel")
-        ax.set_title("Model ranking with k judges (mean over subsets)")
-        ax.legend(title="target", loc="lower right", frameon=False)
-        if panels == 2:
-            ax = axes[1]
-            for i, (d, g) in enumerate(dstudy.groupby("dimension", sort=False)):
-                ax.plot(g["n_judges"], g["e_rho2"], "o-", ms=3, color=PALETTE[i % len(PALETTE)],
-                        label=short(d, 14))
-            ax.set_xlabel("judges (n)")
-            ax.set_ylabel("generalizability Eρ²")
-            ax.set_ylim(0, 1)
-            ax.set_title("D-study: reliability with n judges")
-            ax.legend(title="dimension", loc="lower right", frameon=False)
+        fig = new_figure(4.0 * len(panels) + 1.4, 3.0)
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, panel in zip(axes, panels):
+            if panel == "curve":
+                for i, (t, g) in enumerate(curve.groupby("target", sort=False)):
+                    ax.plot(g["k"], g["tau_models_mean"], "o-", ms=3,
+                            color=PALETTE[i % len(PALETTE)], label=short(t, 14))
+                ax.set_xlabel("judges in the panel (k)")
+                ax.set_ylabel("Kendall τ-b with the full panel")
+                ax.set_title("Model ranking with k judges (mean over subsets)")
+                ax.legend(title="target", loc="lower right", frameon=False)
+            else:
+                for i, (d, g) in enumerate(dstudy.groupby("dimension", sort=False)):
+                    ax.plot(g["n_judges"], g["e_rho2"], "o-", ms=3,
+                            color=PALETTE[i % len(PALETTE)], label=short(d, 14))
+                ax.set_xlabel("judges (n)")
+                ax.set_ylabel("generalizability Eρ²")
+                ax.set_ylim(0, 1)
+                ax.set_title("D-study: reliability with n judges")
+                ax.legend(title="dimension", loc="lower right", frameon=False)
         return to_uri(fig)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +54,7 @@ class Section:
 
 def guarded(title: str, builder, *args, **kwargs) -> list[Section]:
     """Run a section builder; a failure becomes a section holding a note, never an exception."""
+    t0 = time.perf_counter()
     try:
         out = builder(*args, **kwargs)
     except ImportError as exc:
@@ -62,6 +64,8 @@ def guarded(title: str, builder, *args, **kwargs) -> list[Section]:
         log.warning("report section %r failed: %s: %s", title, type(exc).__name__, exc)
         return [Section(title, note=f"Could not be computed on this data "
                                     f"({type(exc).__name__}: {exc}).")]
+    finally:
+        log.info("report section %r: %.2f s", title, time.perf_counter() - t0)
     if out is None:
         return []
     return out if isinstance(out, list) else [out]

@@ -207,3 +207,23 @@ def test_wright_map_labels_stay_apart_and_inside():
     assert np.all(np.diff(np.sort(pos)) >= 0.1 - 1e-12)
     assert pos.min() >= -0.05 and pos.max() <= 2.0
     assert list(np.argsort(pos, kind="stable")) == list(np.argsort(y, kind="stable"))
+
+
+def test_posthoc_wilcoxon_holm_matches_pingouin_and_statsmodels():
+    # reference: pingouin 0.7 pairwise_tests(parametric=False, padjust="holm") (paired
+    # Wilcoxon, Holm) and statsmodels multipletests(method="holm")
+    pg = pytest.importorskip("pingouin")
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(5)
+    wide = pd.DataFrame(rng.normal(size=(80, 4)) + [0.0, 0.1, 0.4, 0.45],
+                        columns=["m1", "m2", "m3", "m4"])
+    ours = _analyses.wilcoxon_holm(wide)
+    long = wide.rename_axis("block").reset_index().melt(id_vars="block", var_name="model")
+    ref = pg.pairwise_tests(data=long, dv="value", within="model", subject="block",
+                            parametric=False, padjust="holm")
+    assert list(ours["model_a"]) == list(ref["A"]) and list(ours["model_b"]) == list(ref["B"])
+    assert ours["statistic"].to_numpy() == pytest.approx(ref["W_val"].to_numpy())
+    assert ours["p_value"].to_numpy() == pytest.approx(ref["p_unc"].to_numpy(), rel=0.01)
+    p = ours["p_value"].to_numpy()
+    assert _analyses.holm(p) == pytest.approx(multipletests(p, method="holm")[1])
