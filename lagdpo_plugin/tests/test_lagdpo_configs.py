@@ -105,7 +105,16 @@ def test_numbers_in_yaml_exponent_form_are_coerced():
     got = coerce_settings({**loaded, "dimension_weights": [1, "2", 1, 1], "epsilon": 1})
     assert got["learning_rate"] == 0.005 and got["weight_decay"] == 1e-5
     assert got["max_steps"] == 2 and got["use_peft"] is False
-    assert got["dimension_weights"] == [1.0, 2.0, 1.0, 1.0] and type(got["epsilon"]) is float
+    assert got["dimension_weights"] == [1.0, 2.0, 1.0, 1.0] and got["epsilon"] == 1
+
+
+def test_lagdpo_config_built_in_python_coerces_too(tmp_path):
+    from lagdpo.config import LagDPOConfig
+
+    cfg = LagDPOConfig(output_dir=str(tmp_path), use_cpu=True, learning_rate="5e-3", beta="0.2")
+    assert cfg.learning_rate == 0.005 and cfg.beta == 0.2
+    with pytest.raises(ConfigError, match="setting dual_lr='x' must be a number"):
+        LagDPOConfig(output_dir=str(tmp_path), use_cpu=True, dual_lr="x")
 
 
 def test_learning_rate_from_yaml_and_flag_reaches_the_optimizer(tiny_dir, tmp_path):
@@ -124,7 +133,7 @@ def test_learning_rate_from_yaml_and_flag_reaches_the_optimizer(tiny_dir, tmp_pa
         ("--max-steps-per-stage", "1", "unknown setting --max-steps-per-stage"),
         ("--dimension-weights", "1,1,2,2", "setting dimension_weights='1,1,2,2' must be a list"),
         ("--use-peft", "maybe", "setting use_peft='maybe' must be true or false"),
-        ("--beta", "0", "beta=0.0 must be > 0"),
+        ("--beta", "0", "beta=0 must be > 0"),
         ("--lr-scheduler-type", "wobbly", "invalid settings: wobbly is not a valid SchedulerType"),
     ],
 )

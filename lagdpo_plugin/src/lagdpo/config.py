@@ -14,6 +14,7 @@ DPO. The ablation grid of §6.3 is ``lagdpo ablate --epsilons … --dual-lrs …
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -161,6 +162,14 @@ class LagDPOConfig(DPOConfig):
     logging_steps: float = field(default=1, metadata={"help": "Log every N optimizer steps."})
 
     def __post_init__(self):
+        # The same type coercion as build_config, for LagDPOConfig(...) built in Python.
+        hints = _field_types()
+        for f in fields(self):
+            if f.init:
+                value = getattr(self, f.name)
+                coerced = _coerce_setting(f.name, value, hints)
+                if coerced is not value:
+                    setattr(self, f.name, coerced)
         super().__post_init__()
         if self.method not in METHODS:
             raise ConfigError(
@@ -251,6 +260,7 @@ _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
 
+@functools.cache
 def _field_types() -> dict[str, Any]:
     import typing
 
@@ -280,7 +290,7 @@ def _coerce_scalar(value: Any, target: type) -> Any:
         raise TypeError
     if target is float:
         if isinstance(value, (int, float)):
-            return float(value)
+            return value  # an int is a valid float; keep 500 as 500
         if isinstance(value, str):
             return float(value.strip())
         raise ValueError
@@ -351,15 +361,16 @@ def coerce_settings(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` with every known setting coerced to its field's type (``"5e-3"`` → 0.005);
     a value that cannot be coerced is a one-line `ConfigError` naming the setting."""
     hints = _field_types()
-    out = dict(values)
-    for key, value in values.items():
-        if key not in hints:
-            continue
-        try:
-            out[key] = _coerce_value(value, hints[key])
-        except (ValueError, TypeError):
-            raise ConfigError(
-                f"setting {key}={value!r} must be {_describe(hints[key])}; "
-                f"fix it in the config file or on the command line (--{key.replace('_', '-')})."
-            ) from None
-    return out
+    return {key: _coerce_setting(key, value, hints) for key, value in values.items()}
+
+
+def _coerce_setting(key: str, value: Any, hints: dict[str, Any]) -> Any:
+    if key not in hints:
+        return value
+    try:
+        return _coerce_value(value, hints[key])
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"setting {key}={value!r} must be {_describe(hints[key])}; "
+            f"fix it in the config file or on the command line (--{key.replace('_', '-')})."
+        ) from None
