@@ -294,8 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__.strip())
         return 0 if (not argv or argv[0] in ("-h", "--help")) else 2
+    import warnings
+
+    from ._pipes import pipe_safe_stdout
+
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        with pipe_safe_stdout(), warnings.catch_warnings():  # `lagdpo train | head` still saves
+            # TRL 1.16 calls transformers 5's renamed gradient-checkpointing API: nothing to act on.
+            warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*is deprecated")
+            return COMMANDS[argv[0]](argv[1:])
     except LagDPOError as exc:
         print(f"lagdpo: error: {exc}", file=sys.stderr)
         return 2
