@@ -291,11 +291,15 @@ def test_modpo_margins_from_a_reward_model_are_its_implicit_rewards(tiny_dir, tm
     from lagdpo_testutils import save_tiny
     from transformers import AutoModelForCausalLM
 
-    reward_dir = save_tiny(tmp_path / "reward_A", seed=1)  # a different tiny model as reward model A
+    # a different tiny model as reward model A
+    reward_dir = save_tiny(tmp_path / "reward_A", seed=1)
     beta = 0.1
-    settings = fast_settings(per_device_train_batch_size=6, beta=beta,
-                             modpo_reward_models={"A": str(reward_dir)})
-    result = train("modpo", tiny_dir, make_records(6), tmp_path / "out", config=settings, max_steps=2)
+    settings = fast_settings(
+        per_device_train_batch_size=6, beta=beta, modpo_reward_models={"A": str(reward_dir)}
+    )
+    result = train(
+        "modpo", tiny_dir, make_records(6), tmp_path / "out", config=settings, max_steps=2
+    )
     ds = result.trainer.train_dataset
     table = torch.tensor(ds["modpo_rewards"])  # (records, golden + 4 rejections, 4 reward models)
     assert torch.all(table[:, :, 1:] == 0)  # no reward model for T, E, C: no margin from them
@@ -313,9 +317,13 @@ def test_modpo_margins_from_a_reward_model_are_its_implicit_rewards(tiny_dir, tm
 
     for i in range(len(ds)):
         ex = ds[i]
-        rows = [ex["chosen_ids"]] + [ex["rejected_ids"][k] if ex["dim_mask"][k] else None for k in range(4)]
+        rows = [ex["chosen_ids"]] + [
+            ex["rejected_ids"][k] if ex["dim_mask"][k] else None for k in range(4)
+        ]
         for row, completion in enumerate(rows):
             if completion is None:
                 continue
-            expected = beta * (logp(reward, ex["prompt_ids"], completion) - logp(ref, ex["prompt_ids"], completion))
+            expected = beta * (
+                logp(reward, ex["prompt_ids"], completion) - logp(ref, ex["prompt_ids"], completion)
+            )
             assert table[i, row, 0].item() == pytest.approx(expected, abs=1e-4)
