@@ -8,7 +8,9 @@ the objective gap is meaningful. scikit-learn gives no standard errors; irtpeer'
 them (exact, under the sum-to-zero constraints).
 
 Each fit runs in its own subprocess so that its peak resident memory (ru_maxrss) is its own,
-including building the data.
+including building the data. ``end to end`` is ``irtpeer score`` run as a user runs it on the same
+data written to a parquet file (import, load, fit with SEs, outputs), with its wall time and peak
+memory from ``/usr/bin/time -v``.
 
     python benchmarks/bench_calibration.py                 # 1.2 M ratings, both estimators
     python benchmarks/bench_calibration.py --questions 62500 --skip-sklearn   # 15 M ratings
@@ -72,6 +74,26 @@ def run_irtpeer(n_questions: int, penalty: float, device: str) -> dict:
     }
 
 
+def run_cli(n_questions: int, penalty: float, device: str) -> dict:
+    """`irtpeer score` on a parquet file of the same data: wall seconds and peak RSS."""
+    import re
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ratings.parquet"
+        make_data(n_questions).to_parquet(path, index=False)
+        cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "irtpeer", "score", str(path),
+               "--penalty", str(penalty), "--device", device, "--out", str(Path(tmp) / "out")]
+        t0 = time.perf_counter()
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - t0
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-2000:])
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr).group(1))
+    return {"wall_s": wall, "peak_rss_gb": rss / 1e6}
+
+
 def run_sklearn(n_questions: int, penalty: float) -> dict:
     import resource
 
@@ -109,11 +131,11 @@ def run_sklearn(n_questions: int, penalty: float) -> dict:
 
 
 def in_subprocess(kind: str, n_questions: int, penalty: float, device: str) -> dict:
+    here = str(__import__("pathlib").Path(__file__).parent)
+    extra = f", {device!r}" if kind == "irtpeer" else ""
     code = (
-        "import json, sys; sys.path.insert(0, %r); import bench_calibration as b; "
-        "print(json.dumps(b.run_%s(%d, %r%s)))"
-        % (str(__import__("pathlib").Path(__file__).parent), kind, n_questions, penalty,
-           f", {device!r}" if kind == "irtpeer" else "")
+        f"import json, sys; sys.path.insert(0, {here!r}); import bench_calibration as b; "
+        f"print(json.dumps(b.run_{kind}({n_questions:d}, {penalty!r}{extra})))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -126,12 +148,17 @@ def main(argv=None):
     ap.add_argument("--penalty", type=float, default=1.0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--skip-sklearn", action="store_true")
+    ap.add_argument("--skip-cli", action="store_true", help="skip the end-to-end `irtpeer score`")
     args = ap.parse_args(argv)
     print(f"{'ratings':>12} {'estimator':>22} {'fit s':>8} {'peak GB':>8} {'iters':>6} {'objective':>18}")
     for nq in args.questions:
         ours = in_subprocess("irtpeer", nq, args.penalty, args.device)
         print(f"{ours['n']:>12,} {'irtpeer torch (+SEs)':>22} {ours['fit_s']:>8.2f} {ours['peak_rss_gb']:>8.2f} "
               f"{ours['iterations']:>6} {ours['objective']:>18.6f}   (load {ours['load_s']:.2f} s)", flush=True)
+        if not args.skip_cli:
+            e2e = run_cli(nq, args.penalty, args.device)
+            print(f"{ours['n']:>12,} {'irtpeer score, end to end':>22} {e2e['wall_s']:>8.2f} "
+                  f"{e2e['peak_rss_gb']:>8.2f}   (import, load, fit with SEs, outputs)", flush=True)
         if args.skip_sklearn:
             continue
         sk = in_subprocess("sklearn", nq, args.penalty, args.device)
@@ -139,6 +166,9 @@ def main(argv=None):
               f"{sk['iterations']:>6} {sk['objective']:>18.6f}   (design {sk['design_s']:.2f} s)", flush=True)
         print(f"{'':>12} {'speed-up':>22} {sk['fit_s'] / ours['fit_s']:>8.1f}x   objective gap "
               f"(sklearn - irtpeer) {sk['objective'] - ours['objective']:.3e}", flush=True)
+        if not args.skip_cli:
+            print(f"{'':>12} {'end to end / sklearn fit':>22} {e2e['wall_s'] / sk['fit_s']:>8.2f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -614,11 +614,16 @@ def _facets_without_se(design: DimensionDesign, lay: _Layout, se) -> list[str]:
 def _choose_solver(Hs, dense, blocks) -> str:
     """Direct when the first elimination is cheap (sum over the eliminated elements of their
     neighbours squared), iterative when it is not or when facets are crossed densely."""
-    if dense:
-        return "iterative"
     k = int(np.argmax([len(b) for b in blocks]))
     be = np.asarray(blocks[k], dtype=np.int64)
     row_nnz = np.diff(Hs[be].indptr).astype(float) - 1.0
+    inside = np.zeros(Hs.shape[0], dtype=bool)
+    inside[be] = True
+    for rows, cols, _B in dense:  # a dense pair adds its other side to each eliminated row
+        for mine, other in ((rows, cols), (cols, rows)):
+            sel = mine[mine >= 0]
+            if len(sel) and inside[sel].all():
+                row_nnz += float((other >= 0).sum())
     return "direct" if float(np.sum(row_nnz**2)) <= DIRECT_MAX_FLOPS else "iterative"
 
 
