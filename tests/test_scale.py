@@ -100,9 +100,11 @@ def test_dense_pair_blocks_give_the_same_hessian_and_fit(monkeypatch):
                                rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(ev.g, ref.g, rtol=1e-13)
     monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)
-    b = fit(df)  # auto: a densely crossed pair goes to the iterative solver
-    assert b.convergence["solver"].iloc[0] == "iterative"
+    assert fit(df).convergence["solver"].iloc[0] == "direct"  # auto: small enough to factorise
+    b = fit(df, solver="iterative")
     assert_same_fit(a, b)
+    monkeypatch.setattr(tmod, "DIRECT_MAX_FLOPS", 1e3)  # as if forming S were costly
+    assert fit(df).convergence["solver"].iloc[0] == "iterative"
 
 
 def test_se_by_iterative_solves_when_the_schur_complement_is_too_big(monkeypatch):
@@ -175,7 +177,7 @@ def test_grid_engine_equals_the_general_engine_and_fits_the_same(monkeypatch):
     off = design.data.offsets
     np.testing.assert_allclose(ev.full_hessian(off).toarray(), ref.full_hessian(off).toarray(),
                                rtol=1e-12, atol=1e-14)
-    b = fit(df)  # grid engine + iterative solver
+    b = fit(df, solver="iterative")  # grid engine + iterative solver
     assert b.convergence["solver"].iloc[0] == "iterative"
     assert_same_fit(a, b)
     # duplicated cells (kept as independent judgments) fall back to the general engine

@@ -272,6 +272,9 @@ class TorchMFRM:
                 break
             if it >= self.max_iter:
                 break
+            # this Hessian is done with: free it (a leaderboard's is GBs) before the next is built
+            solver = None
+            ev.H = ev.dense = None
             accepted, xt, ev_t, ft, t = _line_search(
                 engine, objective, x, F, step, fval, float(np.dot(g, step))
             )
@@ -279,6 +282,9 @@ class TorchMFRM:
                 # no decrease is possible: at the optimum to machine precision if the step is
                 # tiny, otherwise the fit has failed
                 converged = proposed < 1e-4
+                if converged:  # the standard errors need the Hessian at x again
+                    ev = engine.evaluate(x)
+                    solver = self._make_solver(ev, lay, lam, design, names)
                 break
             if ev_t.H is None:
                 ev_t = engine.evaluate(xt)
