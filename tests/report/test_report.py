@@ -41,11 +41,14 @@ def binary_html(binary, tmp_path_factory):
 def test_report_has_every_section_and_valid_figures(binary_html):
     html = binary_html
     for sid in ("scores", "wright", "plot-judge", "plot-item", "plot-question", "measures",
-                "convergence", "metadata"):
+                "bias", "equating", "stability", "judges", "convergence", "metadata"):
         assert f'<section id="{sid}">' in html, sid
+    assert '<section id="categories">' not in html and '<section id="bayes">' not in html
+    assert "Could not be computed" not in html and "Not available" not in html
     svgs = figure_svgs(html)
-    # scores + rank heatmap per composite (2 x 2), 4 Wright maps, judge, item, question plots
-    assert len(svgs) == 4 + 4 + 3
+    # scores + rank heatmap per composite (2 x 2), 4 Wright maps, judge, item, question plots,
+    # bias, equating, stability, judge count
+    assert len(svgs) == 4 + 4 + 3 + 4
     for svg in svgs:
         assert ET.fromstring(svg).tag.endswith("svg")
     # self-contained: no script, no external reference, one inline style sheet
@@ -227,3 +230,36 @@ def test_posthoc_wilcoxon_holm_matches_pingouin_and_statsmodels():
     assert ours["p_value"].to_numpy() == pytest.approx(ref["p_unc"].to_numpy(), rel=0.01)
     p = ours["p_value"].to_numpy()
     assert _analyses.holm(p) == pytest.approx(multipletests(p, method="holm")[1])
+
+
+def test_bayesian_result_renders_diagnostics_ppc_and_posterior_ranks(binary):
+    # A Bayesian fit takes minutes here (PyMC compile + NUTS), so the torch result is given the
+    # bayes estimator's extra parts: posterior draws, convergence columns and the InferenceData
+    # group 'predictive_check' that irtpeer.estimators._bayes_diagnostics reads.
+    import dataclasses
+
+    az = pytest.importorskip("arviz")
+    import xarray as xr
+
+    ratings, cal, _ = binary
+    rng = np.random.default_rng(0)
+    models = list(cal.scores["model"])
+    draws = {k: pd.DataFrame(rng.normal(cal.scores[k].to_numpy(), 0.05, (400, len(models))),
+                             columns=models) for k in ("A", "C", "E", "T", "peer", "dignity")}
+    cv = cal.convergence.assign(r_hat_max=[1.05, 1.0, 1.0, 1.0], ess_bulk_min=900.0,
+                                ess_tail_min=900.0, divergences=0, chains=4)
+    ppc = pd.DataFrame({"dimension": ["A"] * 4, "facet": ["judge"] * 4,
+                        "element": ["judge-1", "judge-1", "judge-2", "judge-2"],
+                        "category": [0, 1, 0, 1], "observed": [100, 300, 150, 250],
+                        "predicted": [110.0, 290.0, 120.0, 280.0], "low": [90.0, 270, 100, 260],
+                        "high": [130.0, 310, 140, 300], "p_value": [0.7, 0.3, 0.01, 0.99],
+                        "outside": [False, False, True, True]})
+    idata = az.InferenceData(posterior=xr.Dataset({"x": (("chain", "draw"), np.zeros((1, 4)))}),
+                             predictive_check=xr.Dataset.from_dataframe(ppc))
+    bayes = dataclasses.replace(cal, estimator="bayes", draws=draws, convergence=cv, idata=idata)
+    html = render_report(bayes, ratings, max_refits=0)
+    assert '<section id="bayes">' in html
+    assert "[A] R-hat 1.050 &gt; 1.01: the chains disagree" in html
+    assert "2 of 4 counts outside their 90% predictive interval" in html
+    assert "ranking with its uncertainty (400 posterior draws)" in html
+    assert len(figure_svgs(html)) == 11 + 1 + 4  # + the predictive check, + 4 analyses figures
