@@ -31,7 +31,8 @@ BIAS_COLUMNS = ["dimension", "facet_a", "element_a", "facet_b", "element_b", "co
                 "se", "t", "df", "p_value"]
 
 
-def _check_pair(ratings, facets) -> tuple[str, str]:
+def check_bias_facets(ratings, facets) -> tuple[str, str]:
+    """The two facets of a bias analysis, or a one-line error naming what is wrong."""
     if isinstance(facets, str):
         facets = [f.strip() for f in facets.split(",") if f.strip()]
     facets = list(facets)
@@ -64,7 +65,7 @@ def bias_interaction(cal, ratings, facets=("judge", "model"), *, adjust: float =
     """
     from statsmodels.stats.multitest import multipletests
 
-    fa, fb = _check_pair(ratings, facets)
+    fa, fb = check_bias_facets(ratings, facets)
     frames = []
     for dm in dimension_models(cal, ratings):
         keys = pd.DataFrame({"a": dm.frame[fa].astype(str).to_numpy(),

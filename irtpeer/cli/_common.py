@@ -28,6 +28,7 @@ __all__ = [
     "estimator_from_args",
     "load_from_args",
     "progress_from_args",
+    "require_column",
     "write_outputs",
 ]
 
@@ -147,6 +148,13 @@ def apply_config(args, parser: argparse.ArgumentParser) -> None:
         setattr(args, dest, value)
 
 
+def require_column(ratings, column: str, option: str) -> None:
+    """One-line error when ``--option column`` names no column of the ratings."""
+    if column not in ratings.data.columns or column.startswith("_"):
+        cols = ", ".join(c for c in ratings.data.columns if not c.startswith("_"))
+        raise IrtpeerError(f"{option} {column!r} is not a column of the ratings; columns are {cols}")
+
+
 def load_from_args(args):
     """The :class:`~irtpeer.Ratings` and :class:`~irtpeer.ModelSpec` the data options describe."""
     import irtpeer
@@ -194,10 +202,15 @@ def estimator_from_args(args, spec, *, progress: bool | None = None):
     return cls(spec, progress=progress, **given)
 
 
-def calibrate_from_args(args, parser: argparse.ArgumentParser):
-    """Config, ratings, estimator and the full calibration, as the data options say."""
+def calibrate_from_args(args, parser: argparse.ArgumentParser, check=None):
+    """Config, ratings, estimator and the full calibration, as the data options say.
+
+    ``check(ratings)`` runs before the fit, so a bad analysis option fails at once.
+    """
     apply_config(args, parser)
     ratings, spec = load_from_args(args)
+    if check is not None:
+        check(ratings)
     est = estimator_from_args(args, spec, progress=False)
     cal = est.fit(ratings).calibration_
     return ratings, est, cal

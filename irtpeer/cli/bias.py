@@ -28,9 +28,11 @@ def register(sub) -> None:
 
 def run(args, parser) -> int:
     from ..analyses import bias_contrasts, bias_interaction
+    from ..analyses.bias import check_bias_facets
     from ._common import calibrate_from_args, write_outputs
 
-    ratings, _, cal = calibrate_from_args(args, parser)
+    ratings, _, cal = calibrate_from_args(args, parser,
+                                          check=lambda r: check_bias_facets(r, args.pair))
     table = bias_interaction(cal, ratings, args.pair, alpha=args.alpha)
     flagged = int(table["flag"].sum())
     notes = [f"{flagged} of {len(table)} cells have a Holm-adjusted p below {args.alpha:g}"]

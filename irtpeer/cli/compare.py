@@ -31,9 +31,10 @@ def register(sub) -> None:
 
 def run(args, parser) -> int:
     from ..analyses import stability
-    from ._common import calibrate_from_args, write_outputs
+    from ._common import calibrate_from_args, require_column, write_outputs
 
-    ratings, _, cal = calibrate_from_args(args, parser)
+    ratings, _, cal = calibrate_from_args(
+        args, parser, check=lambda r: require_column(r, args.blocks, "--blocks"))
     ph = None if (not args.friedman or args.posthoc == "none") else args.posthoc
     res = stability(cal, ratings, facet=args.blocks, posthoc_method=ph)
     tables = {"comparison": res.comparison, "rankings": res.rankings}

@@ -31,13 +31,21 @@ def register(sub) -> None:
 def run(args, parser) -> int:
     from .._errors import IrtpeerError
     from ..analyses import equate_dimensions
-    from ._common import calibrate_from_args, write_outputs
+    from ._common import calibrate_from_args, require_column, write_outputs
 
     if args.boot < 100:
         raise IrtpeerError(f"--boot {args.boot}: use at least 100 bootstrap replicates")
     if not args.tolerance >= 0:
         raise IrtpeerError(f"--tolerance {args.tolerance}: give a number >= 0, e.g. 0.1")
-    ratings, _, cal = calibrate_from_args(args, parser)
+    def check(r):
+        require_column(r, args.blocks, "--blocks")
+        if len(r.dimensions) < 2:
+            raise IrtpeerError(
+                f"equating needs at least two dimensions; the ratings have {len(r.dimensions)} "
+                f"({', '.join(r.dimensions)}): name the dimension column with --dimension"
+            )
+
+    ratings, _, cal = calibrate_from_args(args, parser, check=check)
     res = equate_dimensions(cal, ratings, facet=args.blocks, n_boot=args.boot, seed=args.seed,
                             tolerance=args.tolerance)
     write_outputs(args, {"equating": res.table, "linked_scores": res.linked}, notes=res.notes)

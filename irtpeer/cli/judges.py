@@ -35,7 +35,12 @@ def run(args, parser) -> int:
 
     if args.max_subsets < 1:
         raise IrtpeerError(f"--max-subsets {args.max_subsets}: give at least 1")
-    ratings, est, cal = calibrate_from_args(args, parser)
+    def check(r):
+        if args.judge not in r.facets:
+            raise IrtpeerError(f"judge facet {args.judge!r} is not a facet of the ratings "
+                               f"({', '.join(r.facets)}); name it with --judge")
+
+    ratings, est, cal = calibrate_from_args(args, parser, check=check)
     res = judge_count(cal, ratings, est, judge=args.judge, question=args.blocks,
                       max_subsets=args.max_subsets, seed=args.seed,
                       progress=progress_from_args(args))
