@@ -53,7 +53,9 @@ class EquatingResult:
 
 
 def _true_sd(x: np.ndarray, se2_mean: float) -> float:
-    return float(np.sqrt(max(np.var(x, ddof=1) - se2_mean, 1e-12)))
+    """sqrt(var - mean SE^2); NaN when the measures vary no more than their error."""
+    v = np.var(x, ddof=1) - se2_mean
+    return float(np.sqrt(v)) if v > 0 else np.nan
 
 
 def _boot_slopes(x, sx2, y, sy2, n_boot, rng, chunk=200):
@@ -78,13 +80,16 @@ def _pair(wide, a, b, n_boot, rng, tolerance, z):
     sx2, sy2 = sub[f"{a}_se"].to_numpy() ** 2, sub[f"{b}_se"].to_numpy() ** 2
     sdx, sdy = _true_sd(x, sx2.mean()), _true_sd(y, sy2.mean())
     slope = sdy / sdx
-    lo, hi = np.percentile(_boot_slopes(x, sx2, y, sy2, n_boot, rng), [2.5, 97.5])
+    if np.isfinite(slope):
+        lo, hi = np.percentile(_boot_slopes(x, sx2, y, sy2, n_boot, rng), [2.5, 97.5])
+    else:
+        lo = hi = np.nan  # no variance beyond the error: no evidence of different units
     r = float(np.corrcoef(x, y)[0, 1])
     rel = (sdx**2 / np.var(x, ddof=1)) * (sdy**2 / np.var(y, ddof=1))
     shift = float(y.mean() - x.mean())
     inside = np.abs(y - x - shift) <= z * np.sqrt(sx2 + sy2)
     off = abs(np.log(slope)) > np.log1p(tolerance)
-    needs = (lo > 1 or hi < 1) and off
+    needs = bool(np.isfinite(slope) and (lo > 1 or hi < 1) and off)
     return {
         "dim_a": a, "dim_b": b, "shift": shift, "slope": slope, "slope_lo": float(lo),
         "slope_hi": float(hi), "correlation": float(r / np.sqrt(rel)) if rel > 0 else np.nan,
@@ -148,6 +153,10 @@ def equate_dimensions(cal, ratings, *, facet: str = "question", pairs=None, n_bo
             common[f"{d}_se"] = wide[("se", d)]
     rng = np.random.default_rng(seed)
     table = pd.DataFrame([_pair(common, a, b, n_boot, rng, tolerance, z) for a, b in pairs])
+    for r in table[table["slope"].isna()].itertuples():
+        notes.append(f"{r.dim_a}-{r.dim_b}: the responses' measures vary no more than their "
+                     f"standard errors, so no slope can be estimated (verdict: comparable, for "
+                     f"want of evidence); more judgments per response would help")
     table = table[EQUATING_COLUMNS + [c for c in table.columns if c not in EQUATING_COLUMNS]]
     return EquatingResult(table=table, linked=_linked(cal, person, table),
                           common=common.reset_index(), notes=notes)

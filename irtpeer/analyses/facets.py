@@ -41,7 +41,8 @@ def separation_statistics(measure, se) -> dict:
         return out
     rmse = float(np.sqrt(np.mean(s**2)))
     out.update(mean=float(d.mean()), sd=float(d.std()), sd_sample=float(d.std(ddof=1)) if L > 1
-               else np.nan, min=float(d.min()), max=float(d.max()), rmse=rmse)
+               else np.nan, min=float(d.min()), max=float(d.max()), range=float(np.ptp(d)),
+               rmse=rmse)
     for suffix, sd in (("", out["sd"]), ("_sample", out["sd_sample"])):
         adj = float(np.sqrt(max(sd**2 - rmse**2, 0.0))) if np.isfinite(sd) else np.nan
         g = adj / rmse if rmse > 0 else np.nan
@@ -58,7 +59,7 @@ def separation_statistics(measure, se) -> dict:
 def facet_summary(cal, ratings=None, *, se: str = "model") -> pd.DataFrame:
     """Table 7 footer per dimension x facet (thresholds excluded, extreme elements left out).
 
-    Columns: ``dimension, facet, elements, extreme, mean, sd, sd_sample, min, max, rmse,
+    Columns: ``dimension, facet, elements, extreme, mean, sd, sd_sample, min, max, range, rmse,
     adj_sd, separation, strata, reliability`` (and their ``_sample`` versions), ``chi2, df,
     p_value, mean_se`` (mean of the full-information ``se``, all elements).
     """

@@ -153,3 +153,26 @@ def test_ratings_that_do_not_match_are_refused():
         fit_statistics(cal, irtpeer.load_ratings(other))
     pd.testing.assert_index_equal(cal.measures.columns[:3], pd.Index(["dimension", "facet",
                                                                        "element"]))
+
+
+def test_response_mode_calibration_is_read_from_its_measures():
+    """In person mode 'response' the person facet is the model x question response: the
+    analyses take its measures from the table (no re-estimation)."""
+    import irtpeer
+    from irtpeer.analyses import equate_dimensions, response_measures
+
+    sim = irtpeer.simulate(models=4, questions=15, judges=2, dimensions="A,T", seed=2,
+                           response_sd=0.5)
+    ratings = irtpeer.load_ratings(sim.ratings)
+    cal = irtpeer.TorchMFRM(irtpeer.ModelSpec(person_mode="response"), device="cpu").fit(
+        ratings).calibration_
+    f = fit_statistics(cal, ratings)
+    assert (f["facet"] == "response").sum() == 2 * 4 * 15 and f["infit"].notna().sum() > 100
+    rm = response_measures(cal, ratings)
+    table = cal.measures[cal.measures["facet"] == "response"]
+    got = rm.assign(element=rm["model"] + "|" + rm["question"]).merge(
+        table, on=["dimension", "element"], suffixes=("", "_cal"))
+    assert len(got) == 2 * 4 * 15
+    np.testing.assert_allclose(got["measure"], got["measure_cal"])
+    eq = equate_dimensions(cal, ratings, n_boot=100)
+    assert eq.table["verdict"].isin(["comparable", "needs linking"]).all()
