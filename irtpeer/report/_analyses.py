@@ -240,10 +240,13 @@ def judge_count_section(cal, ratings, *, estimator=None, max_refits: int = 12) -
         for n_ in res.notes:
             sec.notice(n_)
     else:
-        why = (f"{n} judges would need more refits of {len(ratings.data)} judgments than a "
-               f"report spends (at most {max_refits} refits, {REFIT_BUDGET:,} judgments)"
-               if estimator is not None or cal.estimator == "torch"
-               else f"refitting the {cal.estimator} estimator is too slow for a report")
+        if max_refits <= 0:
+            why = "no refits asked for"
+        elif estimator is None and cal.estimator != "torch":
+            why = f"refitting the {cal.estimator} estimator is too slow for a report"
+        else:
+            why = (f"{n} judges would need more refits of {len(ratings.data)} judgments than "
+                   f"a report spends: at most {max_refits} refits, {REFIT_BUDGET:,} judgments")
         sec.notice(f"Subset refits left out ({why}); run `irtpeer judges` for the full curve.")
         curve = pd.DataFrame(columns=["target", "k", "tau_models_mean"])
         dstudy = d_study(ratings) if "question" in ratings.facets else pd.DataFrame()

@@ -150,6 +150,13 @@ def test_rating_scale_sections():
     assert [t["caption"] for t in tables] == ["Dimension A", "Dimension C", "Dimension E",
                                               "Dimension T"]
     assert [r["cells"][0] for r in tables[0]["rows"]] == ["0", "1", "2", "3"]
+    # partial credit: one panel of curves per item, thresholds ITEM:CATEGORY
+    import irtpeer
+
+    pcm = irtpeer.TorchMFRM(irtpeer.ModelSpec(scale="pcm:item")).fit(ratings).calibration_
+    panels = [p for d in pcm.dimensions for p in _sections.thresholds(pcm, d)]
+    assert [name for name, _, _ in panels[:2]] == ["A: A1", "A: A2"] and len(panels) == 8
+    assert all(len(tau) == 3 for _, tau, _ in panels)
     # binary data has no rating-scale sections
     _, bcal = simulated(seed=4, questions=10)
     assert _sections.category_section(bcal) is None
@@ -263,3 +270,23 @@ def test_bayesian_result_renders_diagnostics_ppc_and_posterior_ranks(binary):
     assert "2 of 4 counts outside their 90% predictive interval" in html
     assert "ranking with its uncertainty (400 posterior draws)" in html
     assert len(figure_svgs(html)) == 11 + 1 + 4  # + the predictive check, + 4 analyses figures
+
+
+def test_fair_average_by_hand():
+    # Fair-M average (FACETS): expected score with the other facets at their mean measure.
+    # Rating scale 1..3, thresholds -1, +1; judges centred. Hand-computed references:
+    # model at 1.0: eta = 1 - 0 -> numerators 1, e^(1+1), e^(2+(1-1)) -> (1 + 2e^2 + 3e^2)/(1 + 2e^2)
+    # judge at 0.5: eta = mean(models) - 0.5 = -0.5 -> 1, e^0.5, e^(0.5-1.5)
+    measures = pd.DataFrame({
+        "dimension": ["d"] * 6,
+        "facet": ["model", "model", "judge", "judge", "threshold", "threshold"],
+        "element": ["m1", "m2", "j1", "j2", "2", "3"],
+        "measure": [1.0, -1.0, 0.5, -0.5, -1.0, 1.0],
+    })
+    cal = SimpleNamespace(measures=measures, dimensions=["d"], person="model",
+                          meta={"categories": {"d": [1, 2, 3]}, "scales": {"d": "rsm"}})
+    fair = _measures.fair_averages(cal)
+    e = np.exp
+    assert fair[0] == pytest.approx((1 + 2 * e(2) + 3 * e(2)) / (1 + 2 * e(2)))
+    assert fair[2] == pytest.approx((1 + 2 * e(0.5) + 3 * e(-1)) / (1 + e(0.5) + e(-1)))
+    assert np.isnan(fair[4]) and np.isnan(fair[5])
