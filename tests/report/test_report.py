@@ -114,7 +114,7 @@ def test_failing_analysis_and_sections_become_notes(binary, monkeypatch):
     monkeypatch.setattr(analyses, "fit_statistics", boom)
     for name in ("headline", "wright", "facet_plots", "category_section"):
         monkeypatch.setattr(_sections, name, boom)
-    html = render_report(cal, ratings)
+    html = render_report(cal, ratings, max_refits=0)
     assert "Fit statistics not available (ValueError: boom on this data)." in html
     assert html.count("Could not be computed on this data (ValueError: boom on this data).") == 4
     assert '<section id="measures">' in html and '<section id="metadata">' in html
