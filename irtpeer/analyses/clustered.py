@@ -59,6 +59,40 @@ def _centred_basis(n: int) -> np.ndarray:
     return np.vstack([np.eye(n - 1), -np.ones((1, n - 1))])
 
 
+def _eta_design(dm: DimensionModel, c: int, idx: np.ndarray):
+    """Sparse design (obs x parameters) of the linear predictor over the parameters ``o``: the
+    persons (+1) and every facet but the cluster (-1), active (non-extreme) elements only; and the
+    map ``T`` of each block from the reduced basis (centred facets lose one coordinate)."""
+    cols, T_blocks, n_models, offset = [], [], 0, 0
+    for a in range(len(dm.facets)):
+        if a == c:
+            continue
+        active = np.flatnonzero(~dm.extreme[a])
+        pos = -np.ones(len(dm.elements[a]), dtype=np.int64)
+        pos[active] = offset + np.arange(len(active))
+        cols.append((pos[dm.codes[a][idx]], 1.0 if a == 0 else -1.0))
+        T_blocks.append(np.eye(len(active)) if a == 0 else _centred_basis(len(active)))
+        n_models = len(active) if a == 0 else n_models
+        offset += len(active)
+    rows = np.repeat(np.arange(len(idx)), len(cols))
+    colv = np.stack([p for p, _ in cols], 1).ravel()
+    vals = np.tile([v for _, v in cols], len(idx))
+    return sp.csr_matrix((vals, (rows, colv)), shape=(len(idx), offset)), T_blocks, n_models
+
+
+def _threshold_terms(A, Q, P, E, x, w, K):
+    """Rating-scale thresholds: per-cluster scores and beta-coupling, and their information."""
+    kv = np.arange(K + 1, dtype=float)
+    Gc = np.flip(np.cumsum(np.flip(P, 1), 1), 1)[:, 1:]  # P(X >= j), j = 1..K
+    Jc = np.flip(np.cumsum(np.flip(P * kv, 1), 1), 1)[:, 1:]  # sum_{k >= j} k P_k
+    ind = (x[:, None] >= np.arange(1, K + 1)).astype(float)
+    cxt = Jc - E[:, None] * Gc  # Cov(X, 1[X >= j])
+    gmax = Gc[:, np.maximum.outer(np.arange(K), np.arange(K))]  # P(X >= max(j, l))
+    H_tt = np.einsum("i,ijl->jl", w, gmax - Gc[:, :, None] * Gc[:, None, :])
+    return (Q @ (w[:, None] * (Gc - ind)), Q @ (w[:, None] * cxt),
+            -(A.T @ (w[:, None] * cxt)), H_tt)
+
+
 def _influence(dm: DimensionModel, cluster: str):
     """Per-cluster influence on the model measures: (cluster labels, model labels, IF [G x M])."""
     if cluster not in dm.facets[1:]:
@@ -70,71 +104,33 @@ def _influence(dm: DimensionModel, cluster: str):
         raise IrtpeerError("sandwich SEs are implemented for binary and rating-scale models; "
                            "use method='bootstrap' for partial credit")
     c = dm.facets.index(cluster)
-    keep = ~dm.touches_extreme
+    idx = np.flatnonzero(~dm.touches_extreme)
     P, E, W, _ = dm.moments()
-    idx = np.flatnonzero(keep)
     w, x, E, W, P = dm.w[idx], dm.x[idx].astype(float), E[idx], W[idx], P[idx]
-    K = dm.K
-    # eta-parameters of o: persons (+1) and every non-cluster facet (-1), active elements only
-    cols, blocks, T_blocks = [], [], []
-    offset = 0
-    for a, f in enumerate(dm.facets):
-        if a == c:
-            continue
-        active = np.flatnonzero(~dm.extreme[a])
-        pos = -np.ones(len(dm.elements[a]), dtype=np.int64)
-        pos[active] = offset + np.arange(len(active))
-        cols.append((pos[dm.codes[a][idx]], 1.0 if a == 0 else -1.0))
-        blocks.append((a, active, offset))
-        T_blocks.append(np.eye(len(active)) if a == 0 else _centred_basis(len(active)))
-        offset += len(active)
-    n_eta = offset
-    rows = np.repeat(np.arange(len(idx)), len(cols))
-    colv = np.stack([p for p, _ in cols], 1).ravel()
-    vals = np.tile([s for _, s in cols], len(idx))
-    A = sp.csr_matrix((vals, (rows, colv)), shape=(len(idx), n_eta))
+    A, T_blocks, M = _eta_design(dm, c, idx)
     qcode = dm.codes[c][idx]
-    active_q = ~dm.extreme[c]
     G = len(dm.elements[c])
-    r = x - E
-    psi_eta = A.multiply((w * r)[:, None]).tocsr()
-    h_eta = A.multiply((-w * W)[:, None]).tocsr()
-    H_oo = (A.T @ A.multiply((w * W)[:, None])).toarray()
     Q = sp.csr_matrix((np.ones(len(idx)), (qcode, np.arange(len(idx)))), shape=(G, len(idx)))
-    psi = [(Q @ psi_eta).toarray()]
-    H_bo = [(Q @ h_eta).toarray()]
-    if K > 1:
-        Pr = P
-        kv = np.arange(K + 1, dtype=float)
-        Gc = np.flip(np.cumsum(np.flip(Pr, 1), 1), 1)[:, 1:]  # P(X >= j), j = 1..K
-        Jc = np.flip(np.cumsum(np.flip(Pr * kv, 1), 1), 1)[:, 1:]  # sum_{k>=j} k P_k
-        ind = (x[:, None] >= np.arange(1, K + 1)).astype(float)
-        cxt = Jc - E[:, None] * Gc  # Cov(X, 1[X >= j])
-        psi.append(Q @ (w[:, None] * (Gc - ind)))
-        H_bo.append(Q @ (w[:, None] * cxt))
-        H_et = -(A.T @ (w[:, None] * cxt))
-        gmax = Gc[:, np.maximum.outer(np.arange(K), np.arange(K))]  # P(X >= max(j, l))
-        H_tt = np.einsum("i,ijl->jl", w, gmax - Gc[:, :, None] * Gc[:, None, :])
+    psi = (Q @ A.multiply((w * (x - E))[:, None]).tocsr()).toarray()  # cluster scores
+    H_bo = (Q @ A.multiply((-w * W)[:, None]).tocsr()).toarray()  # beta_q x o information
+    H_oo = (A.T @ A.multiply((w * W)[:, None])).toarray()
+    if dm.K > 1:
+        psi_t, H_bt, H_et, H_tt = _threshold_terms(A, Q, P, E, x, w, dm.K)
+        psi, H_bo = np.hstack([psi, psi_t]), np.hstack([H_bo, H_bt])
         H_oo = np.block([[H_oo, H_et], [H_et.T, H_tt]])
-        T_blocks.append(_centred_basis(K))
-    psi = np.hstack(psi)
-    H_bo = np.hstack(H_bo)
+        T_blocks.append(_centred_basis(dm.K))
     H_bb = np.bincount(qcode, weights=w * W, minlength=G)
-    ok = active_q & (H_bb > 0)
+    ok = ~dm.extreme[c] & (H_bb > 0)
     T = sla.block_diag(*T_blocks)
-    Ht = H_oo - (H_bo[ok].T / H_bb[ok]) @ H_bo[ok]
-    Ht_r = T.T @ Ht @ T
-    psi_r = psi[ok] @ T
+    H_prof = T.T @ (H_oo - (H_bo[ok].T / H_bb[ok]) @ H_bo[ok]) @ T  # question effects profiled
     dbeta = -(H_bo[ok] @ T) / H_bb[ok][:, None]
-    M = len(blocks[0][1])
     e = np.zeros(T.shape[1])
     e[:M] = 1.0
-    U = sla.null_space(e[None, :])
-    beta = dm.measure[c][ok]
-    g = np.hstack([psi_r @ U, beta[:, None]])
-    J = np.vstack([-U.T @ Ht_r, dbeta.sum(0)[None, :]])
-    IF = -np.linalg.solve(J, g.T).T  # G_ok x P_red
-    models = dm.elements[0][blocks[0][1]]
+    U = sla.null_space(e[None, :])  # drops the redundant direction: a shift of all models
+    g = np.hstack([psi[ok] @ T @ U, dm.measure[c][ok][:, None]])
+    J = np.vstack([-U.T @ H_prof, dbeta.sum(0)[None, :]])
+    IF = -np.linalg.solve(J, g.T).T
+    models = dm.elements[0][~dm.extreme[0]]
     return np.asarray(dm.elements[c])[ok], models, IF[:, :M]
 
 

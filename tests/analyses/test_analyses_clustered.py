@@ -17,13 +17,17 @@ from irtpeer.analyses import clustered_se, question_uncertainty
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 
-@pytest.fixture(scope="module")
-def interacting():
+def _interacting(K=1):
     rng = np.random.default_rng(8)
     theta = np.linspace(-1, 1, 4)
     u = rng.normal(0, 0.5, (4, 30))
     return fit(crossed(theta, rng.normal(0, 0.8, 30), np.array([-0.4, 0.1, 0.3]),
-                       np.array([-0.3, 0.3]), u=u, seed=9))
+                       np.array([-0.3, 0.3]), u=u, K=K, seed=9))
+
+
+@pytest.fixture(scope="module")
+def interacting():
+    return _interacting()
 
 
 def test_sandwich_contrasts_match_statsmodels_cluster_robust_glm(interacting):
@@ -45,8 +49,9 @@ def test_sandwich_contrasts_match_statsmodels_cluster_robust_glm(interacting):
     np.testing.assert_allclose(C @ V @ C.T, C @ V_ref @ C.T, rtol=1e-5, atol=1e-9)
 
 
-def test_sandwich_agrees_with_bootstrap_over_questions(interacting):
-    cal, ratings = interacting
+@pytest.mark.parametrize("K", [1, 3])
+def test_sandwich_agrees_with_bootstrap_over_questions(K):
+    cal, ratings = _interacting(K)
     sand = clustered_se(cal, ratings)
     boot = clustered_se(cal, ratings, method="bootstrap", estimator=irtpeer.TorchMFRM(device="cpu"),
                         n_boot=60, seed=1)
