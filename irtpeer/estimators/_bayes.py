@@ -23,7 +23,7 @@ from .._errors import DesignError, IrtpeerError, MissingDependencyError, require
 from .._fitrecord import DimensionFit
 from ..ratings import Ratings
 from ..spec import ModelSpec
-from ._bayes_model import build_cells, build_model, resolve_priors
+from ._bayes_model import build_cells, build_model, free_facet, resolve_priors
 from ._bayes_summary import measures_table, ppc_table, reported_draws
 
 __all__ = ["BayesMFRM"]
@@ -208,7 +208,7 @@ class BayesMFRM:
                   f"sampling with {self.sampler_}")
         model = build_model(cells, self.priors_, self.person_prior, self.spec.person_mode)
         raw, stats, extra = self._sample(model, seed, _model_key(cells, self))
-        rep = reported_draws(design, cells, raw)
+        rep = reported_draws(design, cells, raw, free_facet(cells, self.person_prior))
         measures = measures_table(design, cells, rep, self.hdi_prob)
         mdraws = model_scores(design, rep)
         ppc = ppc_table(design, cells, rep, seed)

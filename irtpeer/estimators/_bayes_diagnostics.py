@@ -105,11 +105,12 @@ def dimension_idata(design, cells: Cells, rep: Reported, stats: dict, ppc: pd.Da
         if name == "response":  # models x questions draws: summarised in the measures table only
             continue
         n = _name(dim, name)
-        post[n] = xr.DataArray(d, dims=("chain", "draw", n), coords={n: np.asarray(labs, str)})
+        e = f"{n}_element"  # a dimension must not share its variable's name
+        post[n] = xr.DataArray(d, dims=("chain", "draw", e), coords={e: np.asarray(labs, str)})
     if rep.tau is not None:
         n = _name(dim, "threshold")
         tau = rep.tau.reshape(*rep.tau.shape[:2], -1)
-        post[n] = xr.DataArray(tau, dims=("chain", "draw", n))
+        post[n] = xr.DataArray(tau, dims=("chain", "draw", f"{n}_step"))
     n = _name(dim, "model_measure")
     post[n] = xr.DataArray(mdraws, dims=("chain", "draw", _name(dim, "models")),
                            coords={_name(dim, "models"): np.asarray(design.model_labels, str)})

@@ -16,8 +16,9 @@ the number of distinct cells, not the number of judgments.
 
 Parametrisation
 ---------------
-* Persons: ``normal`` prior ``theta = mu + sigma_theta * z`` (non-centred when persons have few
-  observations, centred otherwise), ``sigma_theta`` estimated; ``flat``: a wide normal.
+* Persons: ``normal`` prior ``theta ~ N(0, sigma_theta)`` (non-centred when persons have few
+  observations, centred otherwise), ``sigma_theta`` estimated, the first facet free and centred
+  afterwards (see :func:`free_facet`); ``flat``: a wide normal.
 * Hierarchical person mode: ``theta_mq = theta_m + sigma_u * z_mq`` (non-centred).
 * Other facets: ``ZeroSumNormal`` (exactly centred, like the torch estimator's identification), or,
   for the question facet when ``question_effects="random"``, ``N(0, sigma_q)`` centred afterwards.
@@ -33,7 +34,7 @@ import numpy as np
 from .._design import DimensionDesign
 from .._errors import DesignError
 
-__all__ = ["DEFAULT_PRIORS", "Cells", "build_cells", "build_model", "resolve_priors"]
+__all__ = ["DEFAULT_PRIORS", "Cells", "build_cells", "build_model", "free_facet", "resolve_priors"]
 
 #: Prior scales (logits) of the Bayesian estimator; every one can be set with ``priors={...}``.
 DEFAULT_PRIORS = {
@@ -153,8 +154,11 @@ def build_model(cells: Cells, priors: dict, person_prior: str, person_mode: str)
             sigma_u = pm.HalfNormal("sigma_u", sigma=priors["response_sigma"])
             z_u = pm.Normal("z_u", 0.0, 1.0, shape=len(cells.resp_model))
             eta = eta + (sigma_u * z_u)[cells.resp]
+        free = free_facet(cells, person_prior)
         for a in range(1, len(cells.sizes)):
-            if a == cells.random_facet:
+            if a == free:
+                b = pm.Normal(f"b{a}", 0.0, priors["facet_sigma"], shape=cells.sizes[a])
+            elif a == cells.random_facet:
                 sigma_q = pm.HalfNormal("sigma_q", sigma=priors["question_sigma"])
                 b = pm.Normal(f"b{a}", 0.0, sigma_q, shape=cells.sizes[a])
             else:
@@ -164,12 +168,28 @@ def build_model(cells: Cells, priors: dict, person_prior: str, person_mode: str)
     return model
 
 
+def free_facet(cells: Cells, person_prior: str) -> int | None:
+    """The facet whose sum is left free while sampling (centred afterwards), or None.
+
+    With the normal person prior the persons are N(0, sigma_theta) and the first facet carries the
+    location, like ``glmer(y ~ -1 + item + (1|person))``: a separate person mean would be tied to
+    the sum of the person measures (a ridge NUTS crosses slowly). Afterwards that facet is centred
+    and the persons shifted by the same amount, which leaves every probability unchanged.
+    """
+    if person_prior != "normal" or cells.random_facet is not None or len(cells.sizes) < 2:
+        return None
+    return 1
+
+
 def _person_block(pm, cells: Cells, priors: dict, person_prior: str, person_mode: str):
     P = cells.sizes[0]
     if person_prior == "flat":
         return pm.Normal("theta", 0.0, priors["flat_sigma"], shape=P)
-    mu = pm.Normal("mu", 0.0, priors["person_mean_sigma"])
     sigma = pm.HalfNormal("sigma_theta", sigma=priors["person_sigma"])
+    if free_facet(cells, person_prior) is not None:
+        mu = 0.0
+    else:
+        mu = pm.Normal("mu", 0.0, priors["person_mean_sigma"])
     if cells.obs_per_person() >= _CENTRED_MIN_COUNT:
         return pm.Normal("theta", mu, sigma, shape=P)
     z = pm.Normal("z_theta", 0.0, 1.0, shape=P)

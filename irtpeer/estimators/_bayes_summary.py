@@ -32,13 +32,13 @@ class Reported:
     person_level: int  # position in ``draws`` of the array that enters eta (persons/responses)
 
 
-def reported_draws(design: DimensionDesign, cells: Cells, raw: dict) -> Reported:
+def reported_draws(design: DimensionDesign, cells: Cells, raw: dict, free: int | None) -> Reported:
     theta = np.asarray(raw["theta"], dtype=float)
     facets = [np.asarray(raw[f"b{a}"], dtype=float) for a in range(1, len(cells.sizes))]
-    if cells.random_facet is not None:
-        b = facets[cells.random_facet - 1]
+    for a in {free, cells.random_facet} - {None}:
+        b = facets[a - 1]
         shift = b.mean(-1, keepdims=True)
-        facets[cells.random_facet - 1] = b - shift  # eta = (theta - m) - (b - m): unchanged
+        facets[a - 1] = b - shift  # eta = (theta - m) - (b - m): unchanged
         theta = theta - shift
     names = [design.person_facet]
     labels = [design.person_labels]
