@@ -14,7 +14,8 @@ Targets are the dimensions and, where their dimensions exist, ``peer`` = mean(E,
 blocks only), the Friedman test across models: SciPy's tie-corrected chi^2 form, Kendall's
 W = Q / (n (k - 1)), and the F form F = W (n - 1) / (1 - W) with df1 = k - 1 - 2/n and
 df2 = (n - 1) df1 (as pingouin's ``friedman(method="f")``). Post-hoc pairwise tests: Wilcoxon
-signed-rank with Holm's adjustment (pingouin; the default: each comparison depends only on the two
+signed-rank with the continuity correction and Holm's adjustment (the default, as pingouin's
+``pairwise_tests(parametric=False, padjust="holm")``: each comparison depends only on the two
 models), Nemenyi (studentised range of mean ranks) or Conover (t on rank sums, Holm-adjusted).
 """
 
@@ -113,7 +114,7 @@ def friedman_test(wide: pd.DataFrame) -> dict:
 def posthoc(wide: pd.DataFrame, method: str = "wilcoxon") -> pd.DataFrame:
     """Pairwise comparisons of the models (columns) over complete blocks (rows).
 
-    ``wilcoxon``: pingouin's paired Wilcoxon signed-rank tests with Holm's adjustment;
+    ``wilcoxon``: paired Wilcoxon signed-rank tests (continuity-corrected) with Holm's adjustment;
     ``nemenyi``: |R_i - R_j| / sqrt(k (k + 1) / (6 n)) on mean ranks, p from the studentised
     range (q * sqrt(2)) with k groups; ``conover``: t = |S_i - S_j| / sqrt(2 (n A - sum S^2) /
     ((n - 1) (k - 1))) on rank sums S with A the sum of squared ranks, df (n - 1)(k - 1), Holm.
@@ -126,15 +127,16 @@ def posthoc(wide: pd.DataFrame, method: str = "wilcoxon") -> pd.DataFrame:
     models = [str(c) for c in wide.columns]
     rows = []
     if method == "wilcoxon":
-        import pingouin as pg
-
-        long = wide.reset_index(drop=True).rename_axis("block").reset_index().melt(
-            id_vars="block", var_name="model", value_name="value")
-        res = pg.pairwise_tests(data=long, dv="value", within="model", subject="block",
-                                parametric=False, padjust="holm")
-        for r in res.itertuples():
-            rows.append((str(r.A), str(r.B), float(r._asdict()["W_val"]), float(r.p_unc),
-                         float(r.p_corr)))
+        # SciPy's signed-rank test with the continuity correction, as pingouin's
+        # pairwise_tests(parametric=False) calls it, vectorised over the pairs
+        pairs = list(combinations(range(k), 2))
+        X = wide.to_numpy(dtype=float)
+        if pairs:
+            a, b = zip(*pairs)
+            res = stats.wilcoxon(X[:, list(a)], X[:, list(b)], axis=0, correction=True)
+            p_adj = multipletests(res.pvalue, method="holm")[1]
+            rows = [(models[i], models[j], float(st), float(p), float(pa))
+                    for (i, j), st, p, pa in zip(pairs, res.statistic, res.pvalue, p_adj)]
     elif method in ("nemenyi", "conover"):
         ranks = wide.rank(axis=1).to_numpy()
         S = ranks.sum(0)

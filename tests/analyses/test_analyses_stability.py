@@ -47,6 +47,12 @@ def test_posthoc_wilcoxon_matches_scipy_with_holm():
     assert got.loc[pairs, "p_value"].to_numpy() == pytest.approx(raw, rel=1e-6)
     assert got.loc[pairs, "p_adjusted"].to_numpy() == pytest.approx(
         multipletests(raw, method="holm")[1], rel=1e-6)
+    long = wide.rename_axis("block").reset_index().melt(id_vars="block", var_name="model")
+    pgt = pg.pairwise_tests(data=long, dv="value", within="model", subject="block",
+                            parametric=False, padjust="holm").set_index(["A", "B"])
+    assert got.loc[pairs, "p_adjusted"].to_numpy() == pytest.approx(
+        pgt.loc[pairs, "p_corr"].to_numpy(), rel=1e-6)
+    assert got.loc[pairs, "statistic"].to_numpy() == pytest.approx(pgt.loc[pairs, "W_val"])
     # Nemenyi on mean ranks: q = |dR| / sqrt(k(k+1)/(6n)), p from the studentised range
     ne = posthoc(wide, "nemenyi").set_index(["model_a", "model_b"])
     R = wide.rank(axis=1).mean()
