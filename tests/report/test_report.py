@@ -56,6 +56,8 @@ def test_report_has_every_section_and_valid_figures(binary_html):
     assert not re.search(r'(src|href)="(?!data:|#)', html)
     assert "Content-Security-Policy" in html
     assert html.count("<style>") == 1
+    style = html[html.index("<style>"):html.index("</style>")]
+    assert '"DejaVu Sans"' in style and "&#34;" not in style  # CSS inline as written
 
 
 def test_headline_numbers_are_the_calibration(binary, binary_html):
