@@ -91,6 +91,9 @@ class Ratings:
 def _coerce_scores(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]:
     """Return (integer scores, null mask); raise on anything that is not an integer."""
     s = values
+    if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
+        # plain integers (a parquet int8 column of 100 M scores): no nulls, nothing to convert
+        return s.to_numpy().astype(np.int64, copy=False), np.zeros(len(s), dtype=bool)
     if not pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         # a score (not a name) written as NA/null/None/nan by R or pandas is a missing judgment
         text = s.astype("string").str.strip()
@@ -291,7 +294,7 @@ def load_ratings(
     if n_null := int(null.sum()):
         kept_rows = np.flatnonzero(~null)
         df = df.loc[~null].copy()
-    df["_score"] = values[~null]
+    df["_score"] = values[~null] if n_null else values
     df["_weight"] = 1.0
     df.reset_index(drop=True, inplace=True)
     if len(df) == 0:
