@@ -24,6 +24,7 @@ from scipy import stats
 
 from .._errors import IrtpeerError
 from ._model import anchored_shift, dimension_models
+from ._pvalues import holm
 
 __all__ = ["BIAS_COLUMNS", "bias_contrasts", "bias_interaction"]
 
@@ -63,8 +64,6 @@ def bias_interaction(cal, ratings, facets=("judge", "model"), *, adjust: float =
     p_value`` then ``observed, expected`` (mean score in score points above the lowest category,
     expected at bias 0), ``status`` (``extreme_min``/``extreme_max`` cells), ``p_holm``, ``flag``.
     """
-    from statsmodels.stats.multitest import multipletests
-
     fa, fb = check_bias_facets(ratings, facets)
     frames = []
     for dm in dimension_models(cal, ratings):
@@ -91,7 +90,7 @@ def bias_interaction(cal, ratings, facets=("judge", "model"), *, adjust: float =
         ok = np.isfinite(part["p_value"].to_numpy())
         part["p_holm"] = np.nan
         if ok.any():
-            part.loc[ok, "p_holm"] = multipletests(part.loc[ok, "p_value"], method="holm")[1]
+            part.loc[ok, "p_holm"] = holm(part.loc[ok, "p_value"])
         part["flag"] = part["p_holm"] < alpha
         frames.append(part)
     return pd.concat(frames, ignore_index=True)

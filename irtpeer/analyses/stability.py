@@ -30,6 +30,7 @@ from scipy import stats
 
 from .._errors import IrtpeerError
 from ._model import response_measures
+from ._pvalues import holm
 
 __all__ = ["FRIEDMAN_COLUMNS", "StabilityResult", "friedman_test", "per_question_scores",
            "posthoc", "stability"]
@@ -120,8 +121,6 @@ def posthoc(wide: pd.DataFrame, method: str = "wilcoxon") -> pd.DataFrame:
     ((n - 1) (k - 1))) on rank sums S with A the sum of squared ranks, df (n - 1)(k - 1), Holm.
     Columns: ``model_a, model_b, statistic, p_value, p_adjusted, method``.
     """
-    from statsmodels.stats.multitest import multipletests
-
     wide = wide.dropna()
     n, k = wide.shape
     models = [str(c) for c in wide.columns]
@@ -134,7 +133,7 @@ def posthoc(wide: pd.DataFrame, method: str = "wilcoxon") -> pd.DataFrame:
         if pairs:
             a, b = zip(*pairs)
             res = stats.wilcoxon(X[:, list(a)], X[:, list(b)], axis=0, correction=True)
-            p_adj = multipletests(res.pvalue, method="holm")[1]
+            p_adj = holm(res.pvalue)
             rows = [(models[i], models[j], float(st), float(p), float(pa))
                     for (i, j), st, p, pa in zip(pairs, res.statistic, res.pvalue, p_adj)]
     elif method in ("nemenyi", "conover"):
@@ -155,7 +154,7 @@ def posthoc(wide: pd.DataFrame, method: str = "wilcoxon") -> pd.DataFrame:
         if method == "nemenyi":
             rows = [(a, b, s, p, p) for a, b, s, p, _ in rows]
         else:
-            adj = multipletests([r[3] for r in rows], method="holm")[1] if rows else []
+            adj = holm([r[3] for r in rows])
             rows = [(a, b, s, p, pa) for (a, b, s, p, _), pa in zip(rows, adj)]
     else:
         raise IrtpeerError(f"post-hoc method {method!r} is not one of wilcoxon, nemenyi, conover")

@@ -115,3 +115,15 @@ def test_mfrm_has_larger_kendall_w_than_raw_when_judges_differ_and_are_unbalance
     assert row["spearman"] == pytest.approx(stats.spearmanr(wide["raw"], wide["mfrm"])[0])
     assert row["kendall_tau_b"] == pytest.approx(
         pg.corr(wide["raw"], wide["mfrm"], method="kendall")["r"].iloc[0])
+
+
+def test_holm_equals_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    from irtpeer.analyses._pvalues import holm
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = rng.random(rng.integers(1, 40)) ** 3
+        p[: len(p) // 3] = p[0]  # ties
+        np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1])
