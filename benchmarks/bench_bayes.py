@@ -22,7 +22,7 @@ import sys
 CHILD = r"""
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 import irtpeer
 from irtpeer import ModelSpec
 from irtpeer.estimators import get_estimator
@@ -37,7 +37,7 @@ row = cal.convergence.iloc[0].to_dict()
 m = cal.measures.merge(sim.truth, on=["dimension", "facet", "element"], suffixes=("", "_true"))
 inside = ((m["hdi_low"] <= m["measure_true"]) & (m["measure_true"] <= m["hdi_high"])).mean()
 out = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-out.update(wall_s=time.perf_counter() - t0, ratings=int(len(sim.ratings)),
+out.update(wall_s=time.perf_counter() - t0, cpu_s=time.process_time() - c0, ratings=int(len(sim.ratings)),
            hdi95_coverage=float(inside))
 print("RESULT " + json.dumps(out))
 """
@@ -62,7 +62,7 @@ def main(argv=None):
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--samplers", default="nutpie,pymc")
     args = p.parse_args(argv)
-    keys = ["wall_s", "r_hat_max", "ess_bulk_min", "ess_tail_min", "divergences",
+    keys = ["wall_s", "cpu_s", "r_hat_max", "ess_bulk_min", "ess_tail_min", "divergences",
             "tree_depth_max", "sigma_theta", "sigma_u", "hdi95_coverage", "n_cells", "ratings"]
     print("sampler  " + "  ".join(f"{k:>14}" for k in keys), flush=True)
     for sampler in args.samplers.split(","):

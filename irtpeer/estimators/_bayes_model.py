@@ -71,6 +71,26 @@ def resolve_priors(priors: dict | None) -> dict:
 
 
 @dataclass
+class Dense:
+    """Cells laid out as rows (person x question) by columns (the other facets' combinations).
+
+    ``eta[r, c] = a[r] - c[c]``: the gathers run over rows and columns, not over cells, and the
+    score term needs only row and column totals. Used when rows x columns is at most
+    :data:`_DENSE_FILL` times the number of cells (empty positions have zero counts).
+    """
+
+    rows: list[int]  # facet positions whose elements define a row (persons first)
+    cols: list[int]
+    row_elems: dict[int, np.ndarray]
+    col_elems: dict[int, np.ndarray]
+    counts: np.ndarray  # (rows, cols, K+1)
+    row_resp: np.ndarray | None = None  # hierarchical: the response of each row
+
+
+_DENSE_FILL = 1.25
+
+
+@dataclass
 class Cells:
     """Distinct cells of one dimension with their weighted category counts."""
 
@@ -83,6 +103,7 @@ class Cells:
     resp_model: np.ndarray | None = None  # model of each response
     resp_labels: np.ndarray | None = None
     random_facet: int | None = None  # position of the facet with random effects, if any
+    dense: Dense | None = None  # the same counts as a rows x columns block, when nearly complete
 
     @property
     def n_cells(self) -> int:
@@ -135,7 +156,29 @@ def build_cells(
                 f"{design.dimension!r} are {', '.join(design.facet_names) or 'none'}"
             )
         cells.random_facet = qpos
+    cells.dense = _dense_layout(cells, qpos)
     return cells
+
+
+def _dense_layout(cells: Cells, qpos: int | None) -> Dense | None:
+    rows = [0] + ([qpos] if qpos is not None else [])
+    cols = [a for a in range(1, len(cells.sizes)) if a not in rows]
+    if not cols:
+        return None
+    ru, rinv = np.unique(np.stack([cells.idx[a] for a in rows], 1), axis=0, return_inverse=True)
+    cu, cinv = np.unique(np.stack([cells.idx[a] for a in cols], 1), axis=0, return_inverse=True)
+    R, C = len(ru), len(cu)
+    if C < 2 or R * C > _DENSE_FILL * cells.n_cells:
+        return None
+    rinv, cinv = rinv.ravel(), cinv.ravel()
+    counts = np.zeros((R, C, cells.K + 1))
+    counts[rinv, cinv] = cells.counts
+    row_resp = None
+    if cells.resp is not None:
+        row_resp = np.zeros(R, dtype=np.int64)
+        row_resp[rinv] = cells.resp
+    return Dense(rows, cols, {a: ru[:, i] for i, a in enumerate(rows)},
+                 {a: cu[:, i] for i, a in enumerate(cols)}, counts, row_resp)
 
 
 def _facet_position(design: DimensionDesign, facet: str) -> int | None:
@@ -149,23 +192,80 @@ def build_model(cells: Cells, priors: dict, person_prior: str, person_mode: str)
 
     with pm.Model() as model:
         theta = _person_block(pm, cells, priors, person_prior, person_mode)
-        eta = theta[cells.idx[0]]
+        u = None
         if cells.resp is not None:
             sigma_u = pm.HalfNormal("sigma_u", sigma=priors["response_sigma"])
             z_u = pm.Normal("z_u", 0.0, 1.0, shape=len(cells.resp_model))
-            eta = eta + (sigma_u * z_u)[cells.resp]
+            u = sigma_u * z_u
         free = free_facet(cells, person_prior)
+        bs = {}
         for a in range(1, len(cells.sizes)):
             if a == free:
-                b = pm.Normal(f"b{a}", 0.0, priors["facet_sigma"], shape=cells.sizes[a])
+                bs[a] = pm.Normal(f"b{a}", 0.0, priors["facet_sigma"], shape=cells.sizes[a])
             elif a == cells.random_facet:
                 sigma_q = pm.HalfNormal("sigma_q", sigma=priors["question_sigma"])
-                b = pm.Normal(f"b{a}", 0.0, sigma_q, shape=cells.sizes[a])
+                bs[a] = pm.Normal(f"b{a}", 0.0, sigma_q, shape=cells.sizes[a])
             else:
-                b = pm.ZeroSumNormal(f"b{a}", sigma=priors["facet_sigma"], shape=cells.sizes[a])
-            eta = eta - b[cells.idx[a]]
-        pm.Potential("loglik", _loglik(pm, pt, cells, eta, priors))
+                bs[a] = pm.ZeroSumNormal(f"b{a}", sigma=priors["facet_sigma"],
+                                         shape=cells.sizes[a])
+        cum = _cumulated_thresholds(pm, pt, cells, priors)
+        if cells.dense is not None:
+            ll = _loglik_dense(pt, cells, theta, u, bs, cum)
+        else:
+            eta = theta[cells.idx[0]]
+            if u is not None:
+                eta = eta + u[cells.resp]
+            for a, b in bs.items():
+                eta = eta - b[cells.idx[a]]
+            ll = _loglik(pt, cells, eta, cum)
+        pm.Potential("loglik", ll)
     return model
+
+
+def _cumulated_thresholds(pm, pt, cells: Cells, priors: dict):
+    """[0, tau_1, tau_1 + tau_2, ...] (K+1,) or per partial-credit element (L, K+1); None if K=1."""
+    K = cells.K
+    if K == 1:
+        return None
+    if cells.pcm is None:
+        tau = pm.ZeroSumNormal("tau", sigma=priors["threshold_sigma"], shape=K)
+        return pt.concatenate([pt.zeros(1), pt.cumsum(tau)])
+    L = cells.sizes[cells.pcm]
+    tau = pm.ZeroSumNormal("tau", sigma=priors["threshold_sigma"], shape=(L, K))
+    return pt.concatenate([pt.zeros((L, 1)), pt.cumsum(tau, axis=1)], axis=1)
+
+
+def _threshold_term(pt, cells: Cells, cum):
+    """sum over cells and categories of n_ck * C_k: category totals (sufficient statistics)."""
+    if cells.pcm is None:
+        return pt.dot(cells.counts.sum(0), cum)
+    cat_tot = np.zeros((cells.sizes[cells.pcm], cells.K + 1))
+    np.add.at(cat_tot, cells.idx[cells.pcm], cells.counts)
+    return pt.sum(cat_tot * cum)
+
+
+def _loglik_dense(pt, cells: Cells, theta, u, bs: dict, cum):
+    d = cells.dense
+    a = theta[d.row_elems[0]]
+    if u is not None:
+        a = a + u[d.row_resp]
+    for f in d.rows[1:]:
+        a = a - bs[f][d.row_elems[f]]
+    c = sum(bs[f][d.col_elems[f]] for f in d.cols)
+    eta = a[:, None] - c[None, :]
+    k = np.arange(cells.K + 1, dtype=float)
+    score = d.counts @ k  # (rows, cols)
+    total = d.counts.sum(-1)
+    lin = pt.dot(score.sum(1), a) - pt.dot(score.sum(0), c)
+    if cells.K == 1:
+        return lin - pt.sum(total * pt.softplus(eta))
+    if cells.pcm is None:
+        psi = eta[:, :, None] * k - cum
+    elif cells.pcm in d.col_elems:
+        psi = eta[:, :, None] * k - cum[d.col_elems[cells.pcm]][None, :, :]
+    else:
+        psi = eta[:, :, None] * k - cum[d.row_elems[cells.pcm]][:, None, :]
+    return lin - _threshold_term(pt, cells, cum) - pt.sum(total * pt.logsumexp(psi, axis=2))
 
 
 def free_facet(cells: Cells, person_prior: str) -> int | None:
@@ -196,27 +296,15 @@ def _person_block(pm, cells: Cells, priors: dict, person_prior: str, person_mode
     return pm.Deterministic("theta", mu + sigma * z)
 
 
-def _loglik(pm, pt, cells: Cells, eta, priors: dict):
-    K = cells.K
+def _loglik(pt, cells: Cells, eta, cum):
     counts = cells.counts
     total = counts.sum(1)
-    if K == 1:
+    if cells.K == 1:
         return pt.dot(counts[:, 1], eta) - pt.dot(total, pt.softplus(eta))
-    k = np.arange(K + 1, dtype=float)
-    score = counts @ k
+    k = np.arange(cells.K + 1, dtype=float)
     if cells.pcm is None:
-        tau = pm.ZeroSumNormal("tau", sigma=priors["threshold_sigma"], shape=K)
-        cum = pt.concatenate([pt.zeros(1), pt.cumsum(tau)])
-        cat_tot = counts.sum(0)
         psi = eta[:, None] * k[None, :] - cum[None, :]
-        lin = pt.dot(cat_tot, cum)
     else:
-        L = cells.sizes[cells.pcm]
-        tau = pm.ZeroSumNormal("tau", sigma=priors["threshold_sigma"], shape=(L, K))
-        cum = pt.concatenate([pt.zeros((L, 1)), pt.cumsum(tau, axis=1)], axis=1)
-        e = cells.idx[cells.pcm]
-        cat_tot = np.zeros((L, K + 1))
-        np.add.at(cat_tot, e, counts)
-        psi = eta[:, None] * k[None, :] - cum[e]
-        lin = pt.sum(cat_tot * cum)
-    return pt.dot(score, eta) - lin - pt.dot(total, pt.logsumexp(psi, axis=1).ravel())
+        psi = eta[:, None] * k[None, :] - cum[cells.idx[cells.pcm]]
+    return (pt.dot(counts @ k, eta) - _threshold_term(pt, cells, cum)
+            - pt.dot(total, pt.logsumexp(psi, axis=1).ravel()))
