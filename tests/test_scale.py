@@ -184,3 +184,24 @@ def test_grid_engine_equals_the_general_engine_and_fits_the_same(monkeypatch):
     dup = pd.concat([df, df.iloc[:5]], ignore_index=True)
     d2 = irtpeer._design.build_designs(irtpeer.load_ratings(dup, duplicates="keep"), ModelSpec())[0]
     assert not isinstance(lik.make_engine(d2.data), lik.GridLikelihoodEngine)
+
+
+def test_grid_engine_for_a_crossed_multifacet_design(monkeypatch):
+    # models x questions x judges x items, binary, 20 % of cells missing: the everyday design
+    sim = irtpeer.simulate(models=6, questions=40, judges=3, dimensions="A", items_per_dimension=2,
+                           categories=2, missing=0.2, seed=9)
+    a = fit(sim.ratings, penalty=0.5, solver="direct")
+    monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)
+    design = irtpeer._design.build_designs(irtpeer.load_ratings(sim.ratings), ModelSpec())[0]
+    assert len(design.data.sizes) == 4 and design.data.K == 1
+    grid = lik.make_engine(design.data)
+    assert isinstance(grid, lik.GridLikelihoodEngine)
+    x = np.random.default_rng(2).normal(size=design.data.n_params)
+    ev, ref = grid.evaluate(x), lik.LikelihoodEngine(design.data).evaluate(x)
+    assert ev.f == pytest.approx(ref.f, rel=1e-13)
+    np.testing.assert_allclose(ev.g, ref.g, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(ev.H.toarray(), ref.full_hessian(design.data.offsets).toarray(),
+                               rtol=1e-12, atol=1e-13)
+    assert grid.evaluate(x, need_hessian=False).f == pytest.approx(ref.f, rel=1e-13)
+    for solver in ("direct", "iterative"):
+        assert_same_fit(a, fit(sim.ratings, penalty=0.5, solver=solver))
