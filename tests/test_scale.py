@@ -186,14 +186,15 @@ def test_grid_engine_equals_the_general_engine_and_fits_the_same(monkeypatch):
     assert not isinstance(lik.make_engine(d2.data), lik.GridLikelihoodEngine)
 
 
-def test_grid_engine_for_a_crossed_multifacet_design(monkeypatch):
-    # models x questions x judges x items, binary, 20 % of cells missing: the everyday design
-    sim = irtpeer.simulate(models=6, questions=40, judges=3, dimensions="A", items_per_dimension=2,
-                           categories=2, missing=0.2, seed=9)
+@pytest.mark.parametrize("items", [2, 1])
+def test_grid_engine_for_a_crossed_multifacet_design(monkeypatch, items):
+    # models x questions x judges (x items), binary, 20 % of cells missing: the everyday design
+    sim = irtpeer.simulate(models=6, questions=40, judges=3, dimensions="A",
+                           items_per_dimension=items, categories=2, missing=0.2, seed=9)
     a = fit(sim.ratings, penalty=0.5, solver="direct")
     monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)
     design = irtpeer._design.build_designs(irtpeer.load_ratings(sim.ratings), ModelSpec())[0]
-    assert len(design.data.sizes) == 4 and design.data.K == 1
+    assert len(design.data.sizes) == 2 + items and design.data.K == 1
     grid = lik.make_engine(design.data)
     assert isinstance(grid, lik.GridLikelihoodEngine)
     x = np.random.default_rng(2).normal(size=design.data.n_params)

@@ -375,7 +375,20 @@ class GridLikelihoodEngine:
         cells = (1 << 15) if self.device.type == "cpu" else (1 << 24)
         self.rows = max(1, cells // max(strides[0], 1))
         self.pairs = [(a, b) for a in range(A) for b in range(a + 1, A)]
+        self._grad_pairs = [(a, min(a + 1, A - 1)) if a + 1 < A else (0, a)
+                            for a in range(0, A, 2)]
         self._structure = None
+
+    def _others(self, a: int, b: int) -> tuple[int, ...]:
+        return tuple(d for d in range(len(self.sizes)) if d not in (a, b))
+
+    @staticmethod
+    def _add(acc, a, s, e, part):
+        """Add a block's 1-D sum to facet ``a`` (rows s:e when ``a`` is the blocked axis)."""
+        if a == 0:
+            acc[0][s:e] = part
+        else:
+            acc[a] += part
 
     @staticmethod
     def suitable(data: FacetData) -> bool:
@@ -394,7 +407,6 @@ class GridLikelihoodEngine:
         sizes, A = self.sizes, len(self.sizes)
         prm = torch.as_tensor(params, dtype=f64, device=dev)
         el = [prm[self.off[a] : self.off[a + 1]].reshape(self._shape(a)) for a in range(A)]
-        axes = [tuple(d for d in range(A) if d != a) for a in range(A)]
         f = torch.zeros((), dtype=f64, device=dev)
         grad = [torch.zeros(s, dtype=f64, device=dev) for s in sizes]
         diag = [torch.zeros(s, dtype=f64, device=dev) for s in sizes]
@@ -417,30 +429,29 @@ class GridLikelihoodEngine:
             f += (torch.nn.functional.softplus(eta) * obs).sum() - (y * eta).sum()
             p = torch.sigmoid(eta)
             r = (y - p).mul_(obs)
-            for a in range(A):
-                part = r.sum(axes[a])
-                if a == 0:
-                    grad[0][s:e] = part
-                else:
-                    grad[a] += part
+            # 1-D sums of r from 2-D ones over pairs of axes: one full reduction per two facets
+            for a, b in self._grad_pairs:
+                two = r if A == 2 else r.sum(self._others(a, b))
+                self._add(grad, a, s, e, two.sum(1))
+                self._add(grad, b, s, e, two.sum(0))
             if not need_hessian:
                 continue
             V = p.mul_(1.0 - p).mul_(obs)
-            for a in range(A):
-                part = V.sum(axes[a])
-                if a == 0:
-                    diag[0][s:e] = part
-                else:
-                    diag[a] += part
             if A == 2:
+                diag[0][s:e] = V.sum(1)
+                diag[1] += V.sum(0)
                 torch.neg(V, out=pair[(0, 1)][s:e])
                 continue
-            for a, b in self.pairs:
-                part = V.sum(tuple(d for d in range(A) if d not in (a, b)))
+            for a, b in self.pairs:  # each pair block is a 2-D sum; the diagonal follows from it
+                part = V.sum(self._others(a, b))
                 if a == 0:
                     pair[(a, b)][s:e] = -part
                 else:
                     pair[(a, b)] += part
+                if a == 0 and b == 1:
+                    diag[0][s:e] = part.sum(1)
+                if a == 0:
+                    diag[b] += part.sum(0)
         g = np.concatenate([(-grad[0]).cpu().numpy()] + [gr.cpu().numpy() for gr in grad[1:]])
         ev = Evaluation(f=float(f), g=g)
         if not need_hessian:
