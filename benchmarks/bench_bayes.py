@@ -62,7 +62,7 @@ def main(argv=None):
     p.add_argument("--chains", type=int, default=4)
     p.add_argument("--samplers", default="nutpie,pymc")
     args = p.parse_args(argv)
-    keys = ["wall_s", "cpu_s", "r_hat_max", "ess_bulk_min", "ess_tail_min", "divergences",
+    keys = ["wall_s", "cpu_s", "compile_s", "sample_s", "r_hat_max", "ess_bulk_min", "ess_tail_min", "divergences",
             "tree_depth_max", "sigma_theta", "sigma_u", "hdi95_coverage", "n_cells", "ratings"]
     print("sampler  " + "  ".join(f"{k:>14}" for k in keys), flush=True)
     for sampler in args.samplers.split(","):

@@ -213,6 +213,7 @@ class BayesMFRM:
         mdraws = model_scores(design, rep)
         ppc = ppc_table(design, cells, rep, seed)
         diag = diagnostics_row(design, cells, rep, stats, self.options_, extra)
+        diag.update({k: v for k, v in extra.items() if k.endswith("_s")})
         diag["seconds"] = time.perf_counter() - t0
         part = dimension_idata(design, cells, rep, stats, ppc, mdraws, self.log_likelihood)
         mflat = mdraws.reshape(-1, mdraws.shape[-1])
@@ -229,10 +230,13 @@ class BayesMFRM:
         if self.sampler_ == "nutpie":
             import nutpie
 
+            t0 = time.perf_counter()
             compiled = _compiled(model, key)
+            t1 = time.perf_counter()
             idata = nutpie.sample(compiled, draws=self.draws, tune=self.tune, chains=self.chains,
                                   seed=seed, progress_bar=self.progress)
-            return _raw(idata), _stats(idata), {}
+            return _raw(idata), _stats(idata), {"compile_s": t1 - t0,
+                                                "sample_s": time.perf_counter() - t1}
         import pymc as pm
 
         with model, warnings.catch_warnings():
