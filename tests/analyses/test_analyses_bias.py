@@ -32,6 +32,15 @@ def test_planted_judge_model_bias_is_the_only_flag(planted):
     assert row["observed"] < row["expected"]
 
 
+def test_planted_bias_is_not_misfit(planted):
+    """The fit analysis does not mistake the judge x model bias for an erratic judge: on these
+    data no element is flagged (the erratic judge is planted in test_analyses_fit)."""
+    from irtpeer.analyses import fit_statistics
+
+    _, cal, ratings, _ = planted
+    assert (fit_statistics(cal, ratings)["fit_flag"] == "").all()
+
+
 def test_cells_match_statsmodels_glm_with_offset(planted):
     """One extra parameter per cell with the main effects anchored = an intercept-only logistic
     GLM of the cell's scores with the anchored linear predictor as offset (statsmodels 0.15)."""

@@ -115,6 +115,8 @@ def test_mfrm_has_larger_kendall_w_than_raw_when_judges_differ_and_are_unbalance
     assert row["spearman"] == pytest.approx(stats.spearmanr(wide["raw"], wide["mfrm"])[0])
     assert row["kendall_tau_b"] == pytest.approx(
         pg.corr(wide["raw"], wide["mfrm"], method="kendall")["r"].iloc[0])
+    assert row["spearman"] == pytest.approx(
+        pg.corr(wide["raw"], wide["mfrm"], method="spearman")["r"].iloc[0])
 
 
 def test_holm_equals_statsmodels():
