@@ -92,6 +92,17 @@ def friedman_test(wide: pd.DataFrame) -> dict:
 
     Returns ``statistic`` (SciPy's tie-corrected chi^2), ``df``, ``p_value``, ``kendall_w``,
     the F form (``f``, ``f_df1``, ``f_df2``, ``f_p_value``), ``n_blocks`` and ``n_models``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from scipy import stats
+    >>> wide = pd.DataFrame({"a": [1, 2, 3, 1, 2], "b": [2, 3, 3, 2, 3], "c": [3, 1, 2, 3, 3]})
+    >>> res = friedman_test(wide)
+    >>> round(res["statistic"], 4), round(res["kendall_w"], 4), round(res["p_value"], 4)
+    (2.3333, 0.2333, 0.3114)
+    >>> round(float(stats.friedmanchisquare(wide.a, wide.b, wide.c).statistic), 4)
+    2.3333
     """
     wide = wide.dropna()
     n, k = wide.shape
