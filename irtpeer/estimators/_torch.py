@@ -12,6 +12,12 @@ Method, per dimension
 2. *Newton's method* on the joint likelihood (convex), with a backtracking line search. The
    Hessian's facet blocks are diagonal, so each Newton system is solved by nested Schur
    complements (:mod:`irtpeer.estimators._blocksolve`), exactly, in a few passes over the data.
+   When forming the remainder after eliminating the largest facet would be costly (two large
+   facets crossed: a leaderboard of models x items), each system is solved instead by
+   preconditioned conjugate gradients on the Schur complement (:mod:`irtpeer.estimators._cg`),
+   to a tolerance that follows the gradient; the fit stops on the same criterion at the same
+   optimum. ``solver`` forces either path. Binary data of a densely crossed design are passed
+   over as a grid of cells (:class:`~irtpeer.estimators._likelihood.GridLikelihoodEngine`).
    Without a penalty, one element of each non-person facet (and one threshold) is held at 0
    while fitting; with a penalty ``lambda/2 * sum(params^2)`` every parameter is free (the
    ridge-penalised, over-parametrised model, which is what scikit-learn fits on a one-hot
@@ -22,7 +28,11 @@ Method, per dimension
    ``P G P^T`` with ``G`` the inverse of the (penalised) information in the fitting
    coordinates and ``P`` the projection onto the constraints along the null directions; its
    diagonal and the covariance of model-level scores are computed from solves with the
-   factorised Hessian, never by inverting a dense matrix of the largest facet's size.
+   factorised Hessian, never by inverting a dense matrix of the largest facet's size. On the
+   iterative path the Schur complement is formed once by BLAS when it fits
+   (:data:`~irtpeer.estimators._cg.DENSE_S_MAX`) and ``se`` is exact from it; otherwise ``se``
+   is computed, by batched CG solves, for the facets in ``se_facets`` (by default the
+   persons), and left NaN for the others. ``convergence`` records ``se_method``.
    ``se_model`` is FACETS' 1/sqrt(information) of the element alone.
 """
 
