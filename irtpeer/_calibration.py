@@ -30,6 +30,10 @@ _COMPOSITES = {"peer": PEER_DIMENSIONS, "dignity": DIGNITY_DIMENSIONS}
 SHOWN_SCORES = 10
 SMALL_FACET = 12
 
+#: Columns of the facet summary (Table 7 footer) shown in the text summary.
+_FACET_SUMMARY_SHOWN = ("dimension", "facet", "elements", "extreme", "min", "max", "sd", "rmse",
+                        "separation", "reliability")
+
 #: Settings and convergence columns the text summary shows, when an estimator reports them.
 _OPTIONS_SHOWN = ("penalty", "device", "threads", "method", "person_prior", "chains", "draws",
                   "tune", "seed")
@@ -176,25 +180,12 @@ class Calibration:
         return out
 
     # ----------------------------------------------------------------- display
-    def facet_summary(self) -> pd.DataFrame:
-        """Per dimension and facet: number of elements, spread of measures, mean SE."""
-        rows = []
-        for (d, f), g in self.measures.groupby(["dimension", "facet"], sort=False):
-            mm = g["measure"].to_numpy(dtype=float)
-            rows.append(
-                {
-                    "dimension": d,
-                    "facet": f,
-                    "elements": len(g),
-                    "min": float(np.nanmin(mm)),
-                    "max": float(np.nanmax(mm)),
-                    "range": float(np.nanmax(mm) - np.nanmin(mm)),
-                    "sd": float(np.nanstd(mm)),
-                    "mean_se": float(np.nanmean(g["se"])),
-                    "extreme": int((g["status"].astype(str).str.startswith("extreme")).sum()),
-                }
-            )
-        return pd.DataFrame(rows)
+    def facet_summary(self, ratings=None, *, se: str = "model") -> pd.DataFrame:
+        """FACETS Table 7 footer per dimension and facet: spread, RMSE, adjusted SD, separation,
+        strata, reliability, fixed chi-square (:func:`irtpeer.analyses.facet_summary`)."""
+        from .analyses import facet_summary
+
+        return facet_summary(self, ratings, se=se)
 
     def summary(self) -> str:
         """A readable text summary: scores, facet spreads, convergence and notes."""
@@ -215,10 +206,8 @@ class Calibration:
         lines.append(_format_scores(self.scores, self.person, self.dimensions))
         lines.append("")
         lines.append("Facets (measures in logits; higher = harder / more severe)")
-        fs = self.facet_summary()
-        lines.append(
-            fs.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-        )
+        fs = self.facet_summary()[list(_FACET_SUMMARY_SHOWN)]
+        lines.append(fs.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         for facet, table in self._small_facets().items():
             lines.append("")
             lines.append(f"{facet} (logits; higher = harder / more severe)")
@@ -393,11 +382,8 @@ def _raw_and_z(ratings: Ratings, dims: list[str]):
 
 def _format_scores(scores: pd.DataFrame, person: str, dims: list[str]) -> str:
     cols = [person]
-    for name in ("peer", "dignity"):
-        if name in scores:
-            cols += [name, f"{name}_se"]
-    for d in dims:
-        cols += [d, f"{d}_se"]
+    for name in [n for n in ("peer", "dignity") if n in scores] + list(dims):
+        cols += [c for c in (name, f"{name}_se", f"{name}_se_q") if c in scores]
     for name in ("peer", "dignity"):
         if f"raw_{name}" in scores:
             cols.append(f"raw_{name}")

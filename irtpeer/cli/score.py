@@ -1,64 +1,27 @@
 """``irtpeer score``: calibrate a ratings table, write the result files, print the scores.
 
 Files are written before anything is printed, so a closed stdout (``irtpeer score ... | head``)
-never loses them. Estimator settings come from one table (:data:`ESTIMATOR_FLAGS`): the CLI passes
-an estimator exactly the options its class lists in ``OPTIONS``, refuses the others with one line,
-and leaves the checking of values to the estimator.
+never loses them. The data and estimator options are the ones every calibrating command shares
+(:mod:`irtpeer.cli._common`): an estimator gets exactly the options its class lists in
+``OPTIONS`` and checks their values itself.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from .._errors import IrtpeerError
+import pandas as pd
 
-#: option name -> (flag, argparse keywords). Which estimator takes which: its class's ``OPTIONS``.
-ESTIMATOR_FLAGS: dict[str, tuple[str, dict]] = {
-    "penalty": ("--penalty", {"type": float, "help": "L2 penalty (torch; default: 0 in model mode, 1 in response mode)"}),
-    "device": ("--device", {"help": "auto | cpu | cuda (torch; default: auto)"}),
-    "threads": ("--threads", {"type": int, "help": "CPU threads (torch; default: by the size of the work)"}),
-    "se_facets": ("--se-facets", {"help": "facets that get full-information se when the design is too large for all (torch)"}),
-    "person_prior": ("--person-prior", {"help": "normal | flat (bayes; default: normal)"}),
-    "draws": ("--draws", {"type": int, "help": "posterior draws per chain (bayes)"}),
-    "tune": ("--tune", {"type": int, "help": "tuning steps per chain (bayes)"}),
-    "chains": ("--chains", {"type": int, "help": "chains (bayes)"}),
-    "seed": ("--seed", {"type": int, "help": "random seed (bayes)"}),
-    "method": ("--method", {"help": "nuts | advi | pathfinder (bayes; default: nuts)"}),
-}
+from ._common import (
+    add_data_options,
+    add_estimator_options,
+    apply_config,
+    estimator_from_args,
+    load_from_args,
+    progress_from_args,
+)
 
-
-def _score_range(text: str):
-    try:
-        lo, hi = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected MIN,MAX (two integers), got {text!r}") from None
-    if lo >= hi:
-        raise argparse.ArgumentTypeError(f"MIN must be below MAX, got {text!r}")
-    return lo, hi
-
-
-def add_data_options(p: argparse.ArgumentParser) -> None:
-    """The options that say how to read a ratings table and which model to fit."""
-    p.add_argument("path", nargs="?", help="ratings file (.parquet, .csv, .tsv)")
-    p.add_argument("--example", action="store_true", help="use the bundled (simulated) example ratings")
-    p.add_argument("--person", default="model", help="person facet column (default: model)")
-    p.add_argument("--facets", default=None, help="other facet columns, comma-separated (default: question,judge,item where present)")
-    p.add_argument("--dimension", default="dimension", help="dimension column (default: dimension if present; 'none' for one dimension)")
-    p.add_argument("--score", default="score", help="integer score column (default: score)")
-    p.add_argument("--scale", default="auto", help="auto | binary | rsm | pcm:FACET (default: auto)")
-    p.add_argument("--person-mode", default="model", choices=["model", "response", "hierarchical"],
-                   help="one measure per model (default), per model x question, or hierarchical (bayes)")
-    p.add_argument("--duplicates", default="error", choices=["error", "keep", "mean"], help="duplicated judgments: stop (default), keep, or average")
-    p.add_argument("--score-range", type=_score_range, default=None, metavar="MIN,MAX", help="valid score range; scores outside are an error")
-
-
-def add_estimator_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--estimator", default="torch", help="torch (exact ML, default) | bayes (PyMC)")
-    for flag, kwargs in ESTIMATOR_FLAGS.values():
-        p.add_argument(flag, default=None, **kwargs)
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="show progress on stderr (default: when stderr is a terminal)")
+SE_KINDS = ("conditional", "questions")
 
 
 def register(sub) -> None:
@@ -73,61 +36,84 @@ def register(sub) -> None:
     )
     add_data_options(p)
     add_estimator_options(p)
-    p.add_argument("--out", default=None, metavar="DIR", help="write measures.csv, scores.csv, convergence.csv, calibration.json here")
+    p.add_argument("--se", default="conditional", choices=SE_KINDS,
+                   help="conditional: SEs for these questions (default); questions: also "
+                        "question-clustered SEs (<dim>_se_q) for prompts like these")
+    p.add_argument("--se-method", default="sandwich", choices=["sandwich", "bootstrap"],
+                   help="how --se questions is computed (default: sandwich; bootstrap refits)")
+    p.add_argument("--n-boot", type=int, default=200, metavar="N",
+                   help="bootstrap replicates for --se-method bootstrap (default: 200)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write measures.csv, scores.csv, convergence.csv, calibration.json here "
+                        "(and diagnostics.csv, rank_probabilities.csv, idata.nc for bayes)")
+    p.add_argument("--report", default=None, metavar="FILE",
+                   help="also write the self-contained HTML report of facet diagnostics here")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
-    p.set_defaults(func=run)
-
-
-def load_from_args(args):
-    """The :class:`~irtpeer.Ratings` and :class:`~irtpeer.ModelSpec` the data options describe."""
-    import irtpeer
-
-    if args.example and args.path:
-        raise IrtpeerError("give either a ratings PATH or --example, not both")
-    if not args.example and not args.path:
-        raise IrtpeerError("give a ratings PATH (parquet or CSV), or --example for the bundled data")
-    path = irtpeer.example_path() if args.example else args.path
-    dimension = None if str(args.dimension).lower() in ("none", "") else args.dimension
-    ratings = irtpeer.load_ratings(
-        path,
-        person=args.person,
-        facets=args.facets,
-        dimension=dimension,
-        score=args.score,
-        duplicates=args.duplicates,
-        score_range=args.score_range,
-    )
-    return ratings, irtpeer.ModelSpec(scale=args.scale, person_mode=args.person_mode)
-
-
-def estimator_from_args(args, spec):
-    """The estimator named by ``--estimator`` with the options that belong to it."""
-    from ..estimators import get_estimator
-
-    cls = get_estimator(args.estimator)
-    given = {k: getattr(args, k) for k in ESTIMATOR_FLAGS if getattr(args, k, None) is not None}
-    foreign = [k for k in given if k not in cls.OPTIONS]
-    if foreign:
-        flags = ", ".join(ESTIMATOR_FLAGS[k][0] for k in foreign)
-        takes = ", ".join(ESTIMATOR_FLAGS[k][0] for k in cls.OPTIONS if k in ESTIMATOR_FLAGS)
-        raise IrtpeerError(
-            f"{flags} do{'es' if len(foreign) == 1 else ''} not apply to --estimator "
-            f"{args.estimator} (it takes {takes or 'no options'}); drop {flags} or choose "
-            f"another estimator"
-        )
-    progress = sys.stderr.isatty() if args.progress is None else args.progress
-    return cls(spec, progress=progress, **given)
+    p.set_defaults(func=run, _parser=p)
 
 
 def run(args) -> int:
+    apply_config(args, args._parser)
     ratings, spec = load_from_args(args)
-    cal = estimator_from_args(args, spec).fit(ratings).calibration_
-    paths = cal.to_csv(args.out) if args.out else {}  # files first: a closed stdout loses nothing
+    est = estimator_from_args(args, spec)
+    cal = est.fit(ratings).calibration_
+    _add_fit_statistics(cal, ratings)
+    if args.se == "questions":
+        _add_question_ses(cal, ratings, est, args)
+    paths = _write(cal, ratings, est, args)  # files first: a closed stdout loses nothing
     if args.json:
         sys.stdout.write(cal.to_json() + "\n")
     else:
         print(cal.summary())
+    for line in _bayes_warnings(cal):
+        print(f"irtpeer: warning: {line}", file=sys.stderr)
     if paths:
         stream = sys.stderr if args.json else sys.stdout
-        print("\nWrote " + ", ".join(str(p) for p in paths.values()), file=stream)
+        print("\nWrote " + ", ".join(str(p) for p in paths), file=stream)
     return 0
+
+
+def _add_fit_statistics(cal, ratings) -> None:
+    """Infit/outfit mean-squares with ZStd and point-measure correlation beside each measure."""
+    from ..analyses import fit_statistics
+
+    fit = fit_statistics(cal, ratings)
+    extra = fit.drop(columns=["dimension", "facet", "element"])
+    cal.measures = pd.concat([cal.measures.reset_index(drop=True), extra], axis=1)
+
+
+def _add_question_ses(cal, ratings, est, args) -> None:
+    """``<dim>_se_q``: SEs clustered by question (prompts like these, not only these)."""
+    from ..analyses import question_uncertainty
+
+    q = question_uncertainty(cal, ratings, method=args.se_method, estimator=est,
+                             n_boot=args.n_boot, progress=progress_from_args(args))
+    cal.scores = cal.scores.merge(q.se, on=cal.person, how="left")
+    cal.notes.extend(n for n in q.notes if n not in cal.notes)
+    cal.notes.append(
+        f"'_se_q' columns: standard errors clustered by question ({args.se_method}); they "
+        f"describe prompts like these, '_se' only these prompts"
+    )
+
+
+def _write(cal, ratings, est, args) -> list:
+    paths = []
+    if args.out:
+        paths += list(cal.to_csv(args.out).values())
+        if cal.idata is not None:
+            from ..estimators._bayes_diagnostics import write_bayes_outputs
+
+            paths += list(write_bayes_outputs(cal, args.out).values())
+    if args.report:
+        from ..report import write_report
+
+        paths.append(write_report(cal, ratings, args.report, estimator=est))
+    return paths
+
+
+def _bayes_warnings(cal) -> list[str]:
+    if cal.idata is None:
+        return []
+    from ..estimators._bayes_diagnostics import warnings
+
+    return warnings(cal)

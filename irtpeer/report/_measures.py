@@ -100,6 +100,8 @@ def measurement_tables(cal, ratings, *, head: int = 10, limit: int = 1000) -> li
     keys = ["dimension", "facet", "element"]
     if fit is not None:
         m[keys] = m[keys].astype(str)
+        # `irtpeer score` may already carry the fit columns: the fresh ones replace them
+        m = m.drop(columns=[c for c in fit.columns if c not in keys], errors="ignore")
         m = m.merge(fit, on=keys, how="left")
     m["_cls"] = m.get("fit_flag", pd.Series("", index=m.index)).fillna("").map(
         {"underfit": "misfit under", "overfit": "misfit over"}).fillna("")
