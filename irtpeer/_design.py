@@ -112,15 +112,18 @@ def _reached_in_two_steps(idx: list[np.ndarray], sizes: list[int], hub: int) -> 
         if a != hub:
             marks[a][idx[a][first]] = True
     del first
-    touch = np.zeros(len(idx[hub]), dtype=bool)
-    for a in range(len(sizes)):
-        if a != hub:
-            touch |= marks[a][idx[a]]
-    marks[hub][idx[hub][touch]] = True
-    np.take(marks[hub], idx[hub], out=touch)
-    for a in range(len(sizes)):
-        if a != hub:
-            marks[a][idx[a][touch]] = True
+    step = 1 << 24  # slices: the selected codes are copies
+    for s in range(0, len(idx[hub]), step):
+        touch = np.zeros(len(idx[hub][s : s + step]), dtype=bool)
+        for a in range(len(sizes)):
+            if a != hub:
+                touch |= marks[a][idx[a][s : s + step]]
+        marks[hub][idx[hub][s : s + step][touch]] = True
+    for s in range(0, len(idx[hub]), step):
+        touch = marks[hub][idx[hub][s : s + step]]
+        for a in range(len(sizes)):
+            if a != hub:
+                marks[a][idx[a][s : s + step][touch]] = True
     return all(m.all() for m in marks)
 
 
@@ -289,7 +292,10 @@ def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
                 f"{cats[0]} and {cats[-1]} are never observed; the scale uses the observed "
                 f"categories {', '.join(map(str, cats))} as consecutive steps"
             )
-        x = np.searchsorted(cats, raw).astype(np.int64)
+        if raw.dtype == np.int64 and np.array_equal(cats, np.arange(len(cats))):
+            x = raw  # scores already 0..K: the categories themselves, no copy
+        else:
+            x = np.searchsorted(cats, raw).astype(np.int64)
         w = df["_weight"].to_numpy(dtype=np.float64)
         w = None if np.all(w == 1.0) else w
         check_connected(dim, [person_facet, *facet_names], labels, idx, sizes)

@@ -19,6 +19,7 @@ multiplies with it by BLAS (:mod:`irtpeer.estimators._cg`).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,14 @@ _DENSE_PAIR_LIMIT = 1 << 26  # pair blocks smaller than this are counted densely
 BLOCK_MIN_CELLS = 1 << 20
 BLOCK_MIN_FILL = 0.2
 BLOCK_MAX_CELLS = 1 << 29
+
+
+def _read_only(a: np.ndarray, dtype, device) -> torch.Tensor:
+    """``torch.as_tensor`` without copying a read-only array (the scores of a copy-on-write
+    DataFrame): the tensor is only ever read, so torch's warning about writing does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.as_tensor(a, dtype=dtype, device=device)
 
 
 @dataclass
@@ -69,8 +78,8 @@ class LikelihoodEngine:
         self.device = torch.device(device)
         self.chunk = int(chunk)
         dev = self.device
-        self.idx = [torch.as_tensor(np.ascontiguousarray(a), dtype=torch.int64, device=dev) for a in data.idx]
-        self.x = torch.as_tensor(data.x, dtype=torch.int64, device=dev)
+        self.idx = [_read_only(np.ascontiguousarray(a), torch.int64, dev) for a in data.idx]
+        self.x = _read_only(data.x, torch.int64, dev)
         self.w = None if data.w is None else torch.tensor(np.asarray(data.w, dtype=np.float64), device=dev)
         self.N = len(data.x)
         self.K = data.K
@@ -365,8 +374,8 @@ class GridLikelihoodEngine:
         for s in range(0, len(data.x), chunk):
             key = torch.zeros(min(chunk, len(data.x) - s), dtype=torch.int64, device=self.device)
             for a in range(A):
-                key += torch.as_tensor(data.idx[a][s : s + chunk], device=self.device) * strides[a]
-            grid[key] = torch.as_tensor(data.x[s : s + chunk], device=self.device).to(torch.int8)
+                key += _read_only(data.idx[a][s : s + chunk], None, self.device) * strides[a]
+            grid[key] = _read_only(data.x[s : s + chunk], None, self.device).to(torch.int8)
         if int((grid >= 0).sum()) != len(data.x):
             raise ValueError("some cells are observed more than once")
         self.grid = grid.reshape(sizes)

@@ -666,6 +666,17 @@ def _not_identified(exc, F, n, design, names, off):
     )
 
 
+def _bincount(ix: np.ndarray, weights, n: int, step: int = 1 << 24) -> np.ndarray:
+    """``np.bincount`` with weights, in slices: numpy converts the weights to float64 first,
+    which for 100 M integer scores would be a 0.8 GB temporary."""
+    if weights is None or len(ix) <= step:
+        return np.bincount(ix, weights=weights, minlength=n)
+    out = np.zeros(n)
+    for s in range(0, len(ix), step):
+        out += np.bincount(ix[s : s + step], weights=weights[s : s + step], minlength=n)
+    return out
+
+
 def _find_extremes(data: FacetData, iterate: bool = True):
     """Iteratively flag elements whose remaining scores are all minimum (-1) or all maximum (+1)."""
     A = len(data.sizes)
@@ -679,7 +690,7 @@ def _find_extremes(data: FacetData, iterate: bool = True):
         for a in range(A):
             ix = data.idx[a] if every else data.idx[a][keep]
             cnt = np.bincount(ix, minlength=data.sizes[a])
-            tot = np.bincount(ix, weights=xs, minlength=data.sizes[a])  # 0 <= x <= K
+            tot = _bincount(ix, xs, data.sizes[a])  # 0 <= x <= K
             is_max = (cnt > 0) & (tot == K * cnt) & (extreme[a] == 0)
             is_min = (cnt > 0) & (tot == 0) & (extreme[a] == 0)
             if is_max.any() or is_min.any():
@@ -706,8 +717,8 @@ def _start_values(data: FacetData, active: np.ndarray) -> np.ndarray:
     w = data.w
     wx = data.x if w is None else w * data.x
     for a in range(A):
-        cnt = np.bincount(data.idx[a], weights=w, minlength=data.sizes[a]).astype(float)
-        tot = np.bincount(data.idx[a], weights=wx, minlength=data.sizes[a])
+        cnt = _bincount(data.idx[a], w, data.sizes[a]).astype(float)
+        tot = _bincount(data.idx[a], wx, data.sizes[a])
         with np.errstate(invalid="ignore", divide="ignore"):
             pbar = np.clip((tot + 0.5) / (cnt * K + 1.0), 0.02, 0.98)
         lg = np.log(pbar / (1 - pbar))
@@ -872,8 +883,8 @@ def _measures_table(design: DimensionDesign, params, se, se_model, status) -> pd
     names = [design.person_facet, *design.facet_names]
     labels = [design.person_labels, *design.facet_labels]
     for a in range(A):
-        cnt = np.bincount(data.idx[a], weights=w, minlength=data.sizes[a]).astype(float)
-        tot = np.bincount(data.idx[a], weights=wraw, minlength=data.sizes[a]).astype(float)
+        cnt = _bincount(data.idx[a], w, data.sizes[a]).astype(float)
+        tot = _bincount(data.idx[a], wraw, data.sizes[a]).astype(float)
         sl = slice(off[a], off[a + 1])
         frames.append(
             pd.DataFrame(
