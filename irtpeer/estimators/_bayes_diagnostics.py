@@ -41,21 +41,16 @@ def model_scores(design: DimensionDesign, rep: Reported) -> np.ndarray:
 
 
 def _convergence(rep: Reported, stats: dict):
-    import arviz as az
+    """Worst rank-normalised R-hat and smallest bulk/tail ESS over every reported quantity."""
+    from ._bayes_convergence import ess_bulk, ess_tail, rhat_rank
 
-    arrays = {f"v{i}": d for i, d in enumerate(rep.draws)}
+    parts = [d for d in rep.draws]
     if rep.tau is not None:
-        arrays["tau"] = rep.tau
-    arrays.update(rep.scalars)
-    ds = az.convert_to_dataset(arrays)
-    rhat = az.rhat(ds)
-    bulk = az.ess(ds, method="bulk")
-    tail = az.ess(ds, method="tail")
-
-    def ext(d, fn):
-        return float(fn([float(fn(d[v].values)) for v in d.data_vars]))
-
-    return ext(rhat, np.nanmax), ext(bulk, np.nanmin), ext(tail, np.nanmin)
+        parts.append(rep.tau.reshape(*rep.tau.shape[:2], -1))
+    parts += [v[..., None] for v in rep.scalars.values()]
+    x = np.concatenate(parts, axis=-1)
+    return (float(np.nanmax(rhat_rank(x))), float(np.nanmin(ess_bulk(x))),
+            float(np.nanmin(ess_tail(x))))
 
 
 def diagnostics_row(design: DimensionDesign, cells: Cells, rep: Reported, stats: dict,
