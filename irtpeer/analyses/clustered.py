@@ -168,7 +168,7 @@ def _bootstrap(cal, ratings, cluster, estimator, n_boot, seed, progress):
     if progress:
         from tqdm.auto import tqdm
 
-        it = tqdm(it, desc=f"bootstrap over {cluster}s", unit="refit")
+        it = tqdm(it, desc=f"bootstrap over {cluster}s", unit="refit", disable=False)  # asked for: wins over TQDM_DISABLE
     for _ in it:
         try:
             rb = resample_clusters(ratings, cluster, rng)

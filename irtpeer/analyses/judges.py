@@ -154,7 +154,7 @@ def judge_count(cal, ratings, estimator, *, judge: str = "judge", question: str 
     if progress:
         from tqdm.auto import tqdm
 
-        plan = tqdm(plan, desc="refitting judge subsets", unit="fit")
+        plan = tqdm(plan, desc="refitting judge subsets", unit="fit", disable=False)  # asked for: wins over TQDM_DISABLE
     labels = ratings.data[judge].astype(str)
     fits, rows, notes = {tuple(judges): cal}, [], []
     qfacet = question if question in ratings.facets else None

@@ -146,6 +146,7 @@ class Progress:
                 dynamic_ncols=True,
                 smoothing=0.1,
                 file=sys.stderr,
+                disable=False,  # shown when asked for, whatever TQDM_DISABLE says
             )
 
     def update(self, n: int = 1, **postfix: Any) -> None:
