@@ -165,3 +165,15 @@ def test_vectorised_convergence_diagnostics_equal_arviz():
     np.testing.assert_allclose(rhat_rank(x), az.rhat(ds)["x"].values, rtol=1e-12)
     np.testing.assert_allclose(ess_bulk(x), az.ess(ds, method="bulk")["x"].values, rtol=0.005)
     np.testing.assert_allclose(ess_tail(x), az.ess(ds, method="tail")["x"].values, rtol=0.005)
+
+
+def test_advi_is_close_and_labelled_approximate(ample, bayes_cal):
+    cal = get_estimator("bayes")(method="advi", person_prior="flat", priors=FLAT, draws=500,
+                                 chains=2, seed=1, advi_iterations=20000).fit(ample).calibration_
+    row = cal.convergence.iloc[0]
+    assert row["approximate"] and row["method"] == "advi" and np.isnan(row["r_hat_max"])
+    assert any("APPROXIMATE" in n for n in cal.notes) and "APPROXIMATE" in cal.identification["A"]
+    expected = ("[A] method 'advi' gives an APPROXIMATE posterior; SDs and intervals are often "
+                "too narrow")
+    assert warnings(cal) == [expected]
+    np.testing.assert_allclose(cal.measures["measure"], bayes_cal.measures["measure"], atol=0.1)
