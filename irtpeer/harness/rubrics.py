@@ -354,6 +354,33 @@ def load_rubric(name_or_path: str | Path, *, option: str = "--rubric") -> Rubric
     )
 
 
+def parse_json_object(raw: str | None, finish_reason: str | None, keys: list[str]):
+    """``(object, None)`` when ``raw`` is a JSON object (a surrounding Markdown code fence is
+    tolerated) with exactly ``keys``, else ``(None, reason)``. A truncated reply is never valid."""
+    if raw is None or not raw.strip():
+        return None, "empty reply"
+    if finish_reason == "length":
+        return None, "reply truncated (finish_reason=length); the JSON is incomplete"
+    text = raw.strip()
+    m = _FENCE.match(text)
+    if m:
+        text = m.group(1).strip()
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        return None, f"not valid JSON ({getattr(exc, 'msg', exc)})"
+    if not isinstance(obj, dict):
+        return None, f"JSON is a {type(obj).__name__}, not an object"
+    missing = [k for k in keys if k not in obj]
+    extra = [k for k in obj if k not in keys]
+    if missing or extra:
+        parts = ([f"missing keys {missing}"] if missing else []) + (
+            [f"unexpected keys {extra}"] if extra else []
+        )
+        return None, "; ".join(parts)
+    return obj, None
+
+
 def validate_reply(
     rubric: Rubric, dim: Dimension, raw: str | None, finish_reason: str | None = None
 ):
@@ -364,30 +391,10 @@ def validate_reply(
     with exactly the dimension's item ids as keys, each an integer on the rubric's scale (JSON
     booleans and strings are rejected; 1.0 counts as 1). A truncated reply is never valid.
     """
-    if raw is None or not raw.strip():
-        return None, "empty reply"
-    if finish_reason == "length":
-        return None, "reply truncated (finish_reason=length)"
-    text = raw.strip()
-    m = _FENCE.match(text)
-    if m:
-        text = m.group(1).strip()
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return None, f"not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
-    if not isinstance(obj, dict):
-        return None, f"JSON is a {type(obj).__name__}, not an object"
+    obj, reason = parse_json_object(raw, finish_reason, dim.keys)
+    if obj is None:
+        return None, reason
     want = dim.keys
-    missing = [k for k in want if k not in obj]
-    extra = [k for k in obj if k not in want]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing keys {missing}")
-        if extra:
-            parts.append(f"unexpected keys {extra}")
-        return None, "; ".join(parts)
     scores = {}
     for k in want:
         v = obj[k]

@@ -9,17 +9,15 @@ invalid.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 from ..backend import ChatRequest, ChatResult
+from ..rubrics import parse_json_object
 from .spec import BuildConfig, DimensionDef
 
 __all__ = ["StageSpec", "attribution", "brainstorm", "negative", "reference"]
 
-_FENCE = re.compile(r"^\s*```(?:json|JSON)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
 
 class StageSpec:
@@ -46,29 +44,7 @@ _STR = {"type": "string"}
 
 def parse_object(res: ChatResult, keys: list[str]) -> tuple[dict | None, str | None]:
     """A JSON object with exactly ``keys``, or the reason it is not one."""
-    raw = res.text
-    if raw is None or not raw.strip():
-        return None, "empty reply"
-    if res.finish_reason == "length":
-        return None, "reply truncated (finish_reason=length); the JSON is incomplete"
-    text = raw.strip()
-    m = _FENCE.match(text)
-    if m:
-        text = m.group(1).strip()
-    try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        return None, f"not valid JSON ({getattr(exc, 'msg', exc)})"
-    if not isinstance(obj, dict):
-        return None, f"JSON is a {type(obj).__name__}, not an object"
-    missing = [k for k in keys if k not in obj]
-    extra = [k for k in obj if k not in keys]
-    if missing or extra:
-        parts = ([f"missing keys {missing}"] if missing else []) + (
-            [f"unexpected keys {extra}"] if extra else []
-        )
-        return None, "; ".join(parts)
-    return obj, None
+    return parse_json_object(res.text, res.finish_reason, keys)
 
 
 def _nonempty(obj: dict, keys: list[str]) -> str | None:
