@@ -177,3 +177,12 @@ def test_advi_is_close_and_labelled_approximate(ample, bayes_cal):
                 "too narrow")
     assert warnings(cal) == [expected]
     np.testing.assert_allclose(cal.measures["measure"], bayes_cal.measures["measure"], atol=0.1)
+
+
+def test_without_the_bayes_extra_one_line_says_how_to_install(ample, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pymc", None)  # import pymc now raises ImportError
+    with pytest.raises(irtpeer.IrtpeerError, match=r"pip install 'irtpeer\[bayes\]'") as exc:
+        get_estimator("bayes")().fit(ample)
+    assert "\n" not in str(exc.value)
