@@ -155,12 +155,31 @@ def _key_codes(col: pd.Series) -> tuple[np.ndarray, int]:
     return codes, max(len(uniques), 1)
 
 
-def _duplicates(df: pd.DataFrame, key: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Mask of rows whose key occurs more than once, and a group id per row (integer codes).
+def _no_duplicates(df: pd.DataFrame, key: list[str], step: int = 1 << 24) -> bool:
+    """True when every key occurs once, settled with a bitmap of the possible keys (one byte
+    each) and the key built slice by slice (no per-row int64 array); False when unsure."""
+    cols = [_key_codes(df[c]) for c in key]
+    span = int(np.prod([float(n) for _, n in cols]))
+    if span > _BITMAP_KEYS:
+        return False
+    seen = np.zeros(span, dtype=bool)
+    for s in range(0, len(df), step):
+        k = np.zeros(min(step, len(df) - s), dtype=np.int64)
+        for codes, n in cols:
+            k *= n
+            k += codes[s : s + step]
+        seen[k] = True
+    return int(np.count_nonzero(seen)) == len(df)
 
-    The common case, no duplicates, is settled without hashing: the combined key is marked in a
-    bitmap and the marks are counted (one pass, one byte per possible key).
+
+def _duplicates(df: pd.DataFrame, key: list[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mask of rows whose key occurs more than once, and a group id per row (integer codes;
+    None when there are no duplicates).
+
+    The common case, no duplicates, is settled without hashing (:func:`_no_duplicates`).
     """
+    if _no_duplicates(df, key):
+        return np.zeros(len(df), dtype=bool), None
     combined = np.zeros(len(df), dtype=np.int64)
     span = 1
     for c in key:
@@ -173,12 +192,6 @@ def _duplicates(df: pd.DataFrame, key: list[str]) -> tuple[np.ndarray, np.ndarra
         combined *= n
         combined += codes
         span *= n
-    if span <= _BITMAP_KEYS:
-        seen = np.zeros(span, dtype=bool)
-        seen[combined] = True
-        if int(np.count_nonzero(seen)) == len(combined):  # every key once: no duplicates
-            return np.zeros(len(combined), dtype=bool), combined
-        del seen
     group, uniq = pd.factorize(combined, sort=False)
     counts = np.bincount(group, minlength=len(uniq))
     return counts[group] > 1, group
