@@ -47,3 +47,14 @@ def test_bad_se_option_is_one_line(tmp_path):
     res = cli("score", "--example", "--config", "bad.toml", cwd=tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
     assert "option 'se' is 'robust'; choose one of conditional, questions" in res.stderr
+
+
+def test_fit_statistics_are_skipped_above_the_auto_limit_with_a_note(tmp_path, monkeypatch, capsys):
+    from irtpeer.cli import main, score
+
+    monkeypatch.setattr(score, "FIT_AUTO_LIMIT", 1000)  # the example has 51,236 judgments
+    assert main(["score", "--example", "--out", str(tmp_path / "auto")]) == 0
+    assert "fit statistics were not computed for 51,236 judgments" in capsys.readouterr().out
+    assert "infit" not in pd.read_csv(tmp_path / "auto" / "measures.csv").columns
+    assert main(["score", "--example", "--fit", "on", "--out", str(tmp_path / "on")]) == 0
+    assert "infit" in pd.read_csv(tmp_path / "on" / "measures.csv").columns

@@ -23,6 +23,10 @@ from ._common import (
 
 SE_KINDS = ("conditional", "questions")
 
+#: ``--fit auto`` computes fit statistics up to this many judgments (they hold several float64
+#: values per judgment in memory: 126 M judgments needed > 20 GB).
+FIT_AUTO_LIMIT = 20_000_000
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -43,6 +47,9 @@ def register(sub) -> None:
                    help="how --se questions is computed (default: sandwich; bootstrap refits)")
     p.add_argument("--n-boot", type=int, default=200, metavar="N",
                    help="bootstrap replicates for --se-method bootstrap (default: 200)")
+    p.add_argument("--fit", default="auto", choices=["auto", "on", "off"],
+                   help="infit/outfit columns in measures.csv: on, off, or auto (default: on up "
+                        f"to {FIT_AUTO_LIMIT:,} judgments)")
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write measures.csv, scores.csv, convergence.csv, calibration.json here "
                         "(and diagnostics.csv, rank_probabilities.csv, idata.nc for bayes)")
@@ -57,7 +64,14 @@ def run(args) -> int:
     ratings, spec = load_from_args(args)
     est = estimator_from_args(args, spec)
     cal = est.fit(ratings).calibration_
-    _add_fit_statistics(cal, ratings)
+    if args.fit == "on" or (args.fit == "auto" and len(ratings) <= FIT_AUTO_LIMIT):
+        _add_fit_statistics(cal, ratings)
+    elif args.fit == "auto":
+        cal.notes.append(
+            f"fit statistics were not computed for {len(ratings):,} judgments (more than "
+            f"{FIT_AUTO_LIMIT:,}; they need several numbers per judgment in memory): --fit on "
+            f"computes them"
+        )
     if args.se == "questions":
         _add_question_ses(cal, ratings, est, args)
     paths = _write(cal, ratings, est, args)  # files first: a closed stdout loses nothing
