@@ -186,3 +186,26 @@ def test_without_the_bayes_extra_one_line_says_how_to_install(ample, monkeypatch
     with pytest.raises(irtpeer.IrtpeerError, match=r"pip install 'irtpeer\[bayes\]'") as exc:
         get_estimator("bayes")().fit(ample)
     assert "\n" not in str(exc.value)
+
+
+def test_pointwise_log_likelihood_for_loo(ample):
+    import arviz as az
+    from scipy.stats import multinomial
+
+    cal = get_estimator("bayes")(person_prior="flat", priors=FLAT, draws=200, tune=300, chains=2,
+                                 seed=2, log_likelihood=True).fit(ample).calibration_
+    ll = cal.idata.log_likelihood["A__cells"]
+    assert ll.shape == (2, 200, 30)
+    # one cell by hand at one draw: its counts' log-probability without the multinomial coefficient
+    post = cal.idata.posterior
+    th, j, it = (post[f"A__{f}"].values[0, 0] for f in ("model", "judge", "item"))
+    cum = np.concatenate([[0.0], np.cumsum(post["A__threshold"].values[0, 0])])
+    eta = th[0] - j[0] - it[0]  # model-1, judge-1, A1: the first cell
+    psi = eta * np.arange(3) - cum
+    logp = psi - np.log(np.exp(psi).sum())
+    counts = ample.data.query("model == 'model-1' and judge == 'judge-1' and item == 'A1'")
+    n = np.bincount(counts["_score"].astype(int), minlength=3)
+    expected = multinomial.logpmf(n, n.sum(), np.exp(logp)) - multinomial.logpmf(
+        n, n.sum(), np.ones(3) / 3) + n.sum() * np.log(1 / 3)
+    assert abs(float(ll.values[0, 0, 0]) - expected) < 1e-8
+    assert np.isfinite(az.loo(cal.idata, var_name="A__cells").elpd_loo)
