@@ -39,7 +39,7 @@ _OPTIONS_SHOWN = ("penalty", "device", "threads", "method", "person_prior", "cha
                   "tune", "seed")
 _CONVERGENCE_SHOWN = ("dimension", "converged", "iterations", "max_score_residual",
                       "log_likelihood", "r_hat_max", "ess_bulk_min", "ess_tail_min",
-                      "divergences", "n_obs", "n_params")
+                      "divergences", "sigma_theta", "sigma_u", "approximate", "n_obs", "n_params")
 
 
 
