@@ -93,21 +93,24 @@ def model_probabilities(eta: np.ndarray, cum: np.ndarray, K: int) -> np.ndarray:
 
 
 def _lookup(elements: pd.Index, values: pd.Series, facet: str, dim: str) -> np.ndarray:
-    codes = elements.get_indexer(values.astype(str))
-    if (codes < 0).any():
-        bad = values.astype(str)[codes < 0].iloc[0]
+    # factorise first: the labels are matched once per distinct value, not once per judgment
+    # (categorical or Arrow string columns of millions of rows are never turned into objects)
+    codes, uniques = pd.factorize(values, sort=False)
+    pos = elements.get_indexer(pd.Index(uniques).astype(str))
+    if (pos < 0).any():
+        bad = pd.Index(uniques).astype(str)[pos < 0][0]
         raise IrtpeerError(
             f"the ratings do not match the calibration: {facet} {bad!r} of dimension {dim!r} has "
             f"no measure; pass the Ratings the calibration was fitted to"
         )
-    return codes
+    return pos[codes]
 
 
 def _person_key(cal, ratings, frame: pd.DataFrame, person_facet: str) -> pd.Series:
     if person_facet == RESPONSE_FACET:
         rf = cal.spec.response_facet
         return frame[ratings.person].astype(str) + "|" + frame[rf].astype(str)
-    return frame[ratings.person].astype(str)
+    return frame[ratings.person]
 
 
 def dimension_models(cal, ratings, dimensions: list[str] | None = None) -> list[DimensionModel]:

@@ -77,6 +77,13 @@ def _element_fit(g, n, y, W, C, w, x, eta):
     }
 
 
+def _selector(keep: np.ndarray):
+    """``a[keep]``, or ``a`` itself when every entry is kept (no copies of per-judgment arrays)."""
+    if keep.all():
+        return lambda a: a
+    return lambda a: a[keep]
+
+
 def _flags(df: pd.DataFrame, lower: float, upper: float) -> pd.Series:
     under = ((df["infit"] > upper) & (df["infit_z"] > 2)) | (
         (df["outfit"] > upper) & (df["outfit_z"] > 2)
@@ -108,11 +115,11 @@ def fit_statistics(cal, ratings, *, lower: float = 0.5, upper: float = 1.5) -> p
     for dm in dimension_models(cal, ratings):
         _, E, W, C = dm.moments()
         keep = ~dm.touches_extreme & (W > 1e-12)
-        y = dm.x - E
+        kept = _selector(keep)
+        y, W, C = kept(dm.x - E), kept(W), kept(C)
+        w, x, eta = kept(dm.w), kept(dm.x).astype(float), kept(dm.eta)
         for f, codes, elements, extreme in zip(dm.facets, dm.codes, dm.elements, dm.extreme):
-            n = len(elements)
-            stats = _element_fit(codes[keep], n, y[keep], W[keep], C[keep], dm.w[keep],
-                                 dm.x[keep].astype(float), dm.eta[keep])
+            stats = _element_fit(kept(codes), len(elements), y, W, C, w, x, eta)
             part = pd.DataFrame({"dimension": dm.dimension, "facet": f, "element": elements,
                                  **stats})
             part.loc[extreme, list(stats)] = np.nan
