@@ -33,6 +33,7 @@ __all__ = [
     "atomic_write_parquet",
     "atomic_write_text",
     "json_default",
+    "parse_settings",
     "read_table",
 ]
 
@@ -77,6 +78,27 @@ def read_table(
         f"unknown {what} file type {ext!r} for {str(p)!r}: use "
         f"{', '.join(s for s in TABLE_SUFFIXES if s not in ('.pq', '.txt', '.ndjson'))}"
     )
+
+
+def parse_settings(text: str, suffix: str, where: str, *, error: type[IrtpeerError] = IrtpeerError):
+    """Parse a TOML, YAML or JSON settings text (``suffix`` without the dot); a parser's error
+    becomes one ``error`` line naming ``where``. Other suffixes return ``None``."""
+    suffix = suffix.lower().lstrip(".")
+    try:
+        if suffix == "toml":
+            import tomllib
+
+            return tomllib.loads(text)
+        if suffix in ("yaml", "yml"):
+            import yaml
+
+            return yaml.safe_load(text)
+        if suffix == "json":
+            return json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - parse errors of three libraries, reported to the user
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise error(f"cannot parse {where}: {first}") from None
+    return None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from .._errors import IrtpeerError
+from .._io import parse_settings
 
 __all__ = [
     "ESTIMATOR_FLAGS",
@@ -99,23 +100,10 @@ def _read_config(path: str) -> dict:
     p = Path(path)
     if not p.is_file():
         raise IrtpeerError(f"--config file not found: {str(p)!r}; check the path")
-    text = p.read_text(encoding="utf-8")
-    try:
-        if p.suffix.lower() == ".toml":
-            import tomllib
-
-            data = tomllib.loads(text)
-        elif p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            raise IrtpeerError(f"--config {str(p)!r}: use a .toml, .yaml or .yml file")
-    except IrtpeerError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any parser error becomes one line naming the file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise IrtpeerError(f"could not read --config {str(p)!r}: {first}") from None
+    if p.suffix.lower() not in (".toml", ".yaml", ".yml"):
+        raise IrtpeerError(f"--config {str(p)!r}: use a .toml, .yaml or .yml file")
+    data = parse_settings(p.read_text(encoding="utf-8"), p.suffix, f"--config {str(p)!r}")
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise IrtpeerError(f"--config {str(p)!r} must hold a table of option = value")
     return data

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import parse_settings
 from .errors import RubricError
 
 __all__ = ["Dimension", "Item", "Rubric", "builtin_rubrics", "load_rubric", "validate_reply"]
@@ -312,22 +313,7 @@ def builtin_rubrics() -> list[str]:
 
 
 def _parse(text: str, suffix: str, source: str) -> Mapping[str, Any]:
-    try:
-        if suffix == "toml":
-            import tomllib
-
-            return tomllib.loads(text)
-        if suffix in ("yaml", "yml"):
-            import yaml
-
-            return yaml.safe_load(text)
-        if suffix == "json":
-            return json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - parse errors of three libraries
-        raise RubricError(f"{source}: cannot parse the rubric file: {exc}") from None
-    raise RubricError(
-        f"{source}: unknown rubric file type {suffix!r}; use .toml, .yaml, .yml or .json"
-    )
+    return parse_settings(text, suffix, f"{source}: the rubric file", error=RubricError)
 
 
 def load_rubric(name_or_path: str | Path, *, option: str = "--rubric") -> Rubric:

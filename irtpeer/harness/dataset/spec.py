@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..._io import parse_settings
 from ..backend import Sampling
 from ..errors import ConfigError
 
@@ -138,20 +139,7 @@ def _builtin(name: str):
 
 
 def _parse_file(text: str, suffix: str, where: str) -> Any:
-    try:
-        if suffix == "toml":
-            import tomllib
-
-            return tomllib.loads(text)
-        if suffix in ("yaml", "yml"):
-            import yaml
-
-            return yaml.safe_load(text)
-        if suffix == "json":
-            return json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - parse errors of three libraries, reported to the user
-        raise ConfigError(f"cannot parse {where}: {exc}") from None
-    raise ConfigError(f"{where}: use a .toml, .yaml, .yml or .json file")
+    return parse_settings(text, suffix, where, error=ConfigError)
 
 
 def _load_data(ref: str | Path, builtin_name: str, base: Path | None, what: str):
