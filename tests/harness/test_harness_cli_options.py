@@ -206,8 +206,8 @@ class SamplingParams:
 
 
 class StructuredOutputsParams:
-    def __init__(self, json=None):
-        self.json = json
+    def __init__(self, json=None, disable_any_whitespace=False):
+        self.json, self.disable_any_whitespace = json, disable_any_whitespace
 
 
 class LLM:

@@ -23,8 +23,8 @@ class FakeSamplingParams:
 
 
 class FakeStructured:
-    def __init__(self, json=None):
-        self.json = json
+    def __init__(self, json=None, disable_any_whitespace=False):
+        self.json, self.disable_any_whitespace = json, disable_any_whitespace
 
 
 class FakeLLM:
