@@ -8,13 +8,26 @@ scale, ``L_r * K`` for a partial-credit facet ``r``, element-major). For an obse
     log P(x = k) = k * eta - sum_{j <= k} tau_j - log Z.
 
 One pass over the observations (in chunks, on CPU or CUDA, float64) gives the negative
-log-likelihood, its gradient and the Hessian assembled as a scipy sparse matrix whose
-within-facet blocks are diagonal (each observation touches one element of each facet).
+log-likelihood, its gradient and the Hessian as a scipy sparse matrix whose within-facet blocks
+are diagonal (each observation touches one element of each facet).
+
+How a pass is organised (the same on CPU and CUDA):
+
+* every sum over observations is an ``index_add_`` into one float64 buffer allocated once per
+  engine (``torch.bincount`` checks its index range, synchronising a GPU at every call, and is
+  not deterministic in float64 on CUDA);
+* the Hessian's sparsity pattern is found once: every pair of facets gets a compact index of its
+  observed cells (a lookup table when the pair has few cells, else an int32 index per
+  observation), and the scipy CSR matrix is built once; each pass only fills its data array
+  (:class:`CSRPattern`);
+* the whole result (objective, gradient, Hessian values) leaves the device in one transfer;
+* integer codes stay in the dtype they come in (int32 or smaller); only a chunk's worth is ever
+  widened.
 
 A pair of large facets crossed densely (a leaderboard: thousands of models x tens of thousands of
 items, most cells observed) is kept as a dense array ``Evaluation.dense`` instead: one float64
-per cell, filled in place, with no index arrays and no sparse assembly; the iterative solver
-multiplies with it by BLAS (:mod:`irtpeer.estimators._cg`).
+per cell, filled in place; the iterative solver multiplies with it by BLAS
+(:mod:`irtpeer.estimators._cg`).
 """
 
 from __future__ import annotations
@@ -28,14 +41,17 @@ import torch
 
 from .._design import FacetData
 
-__all__ = ["Evaluation", "FacetData", "GridLikelihoodEngine", "LikelihoodEngine", "make_engine"]
+__all__ = ["CSRPattern", "Evaluation", "FacetData", "GridLikelihoodEngine", "LikelihoodEngine",
+           "make_engine"]
 
-_DENSE_PAIR_LIMIT = 1 << 26  # pair blocks smaller than this are counted densely with bincount
+_DENSE_PAIR_LIMIT = 1 << 26  # above: a pair's observed cells are found by sorting, not a bitmap
 #: A facet pair with at least this many cells, at least BLOCK_MIN_FILL of them observed and at
 #: most BLOCK_MAX_CELLS cells, is kept as a dense block (``Evaluation.dense``).
 BLOCK_MIN_CELLS = 1 << 20
 BLOCK_MIN_FILL = 0.2
 BLOCK_MAX_CELLS = 1 << 29
+_INDEX_DTYPES = (torch.int32, torch.int64)
+_F64 = torch.float64
 
 
 def _read_only(a: np.ndarray, dtype, device) -> torch.Tensor:
@@ -44,6 +60,20 @@ def _read_only(a: np.ndarray, dtype, device) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         return torch.as_tensor(a, dtype=dtype, device=device)
+
+
+def _codes(a: np.ndarray, device) -> torch.Tensor:
+    """Integer codes on the device in their own dtype (no int64 copy of int32 codes)."""
+    a = np.ascontiguousarray(a)
+    if a.dtype == np.uint32 or a.dtype == np.uint64:  # torch indexes with signed types only
+        a = a.astype(np.int64)
+    return _read_only(a, None, device)
+
+
+def _as_index(t: torch.Tensor) -> torch.Tensor:
+    """A chunk of codes usable as an index (int8/int16/uint8 codes widened for this chunk only:
+    a uint8 tensor would be taken as a boolean mask)."""
+    return t if t.dtype in _INDEX_DTYPES else t.to(torch.int32)
 
 
 @dataclass
@@ -70,6 +100,43 @@ class Evaluation:
         return (self.H + extra).tocsr()
 
 
+class CSRPattern:
+    """A fixed sparsity pattern whose entry ``k`` is ``sign[k] * values[src[k]]``.
+
+    Built once from unordered ``(rows, cols)`` (no duplicates); :meth:`matrix` then only gathers
+    the data array: no COO-to-CSR conversion per Newton iteration, and every matrix shares the
+    same ``indices``/``indptr`` arrays (so a sub-matrix's pattern can be cached as well).
+    """
+
+    def __init__(self, rows, cols, src, sign, n: int):
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        order = np.argsort(rows * n + cols, kind="stable")
+        key = (rows * n + cols)[order]
+        if len(key) > 1 and np.any(key[1:] == key[:-1]):
+            raise ValueError("duplicate entries in a Hessian pattern")
+        idx_dtype = np.int32 if n < 2**31 - 1 and len(key) < 2**31 - 1 else np.int64
+        self.n = n
+        self.indices = cols[order].astype(idx_dtype)
+        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n))]).astype(idx_dtype)
+        self.src = np.asarray(src, dtype=np.int64)[order]
+        sign = np.asarray(sign, dtype=np.float64)[order]
+        self.sign = None if np.all(sign == 1.0) else sign
+
+    @property
+    def nnz(self) -> int:
+        return len(self.src)
+
+    def matrix(self, values: np.ndarray) -> sp.csr_matrix:
+        data = np.take(values, self.src)
+        if self.sign is not None:
+            data *= self.sign
+        M = sp.csr_matrix((data, self.indices, self.indptr), shape=(self.n, self.n), copy=False)
+        M.has_sorted_indices = True
+        M.has_canonical_format = True
+        return M
+
+
 class LikelihoodEngine:
     """Evaluates the negative log-likelihood of one dimension's data on a torch device."""
 
@@ -78,57 +145,159 @@ class LikelihoodEngine:
         self.device = torch.device(device)
         self.chunk = int(chunk)
         dev = self.device
-        self.idx = [_read_only(np.ascontiguousarray(a), torch.int64, dev) for a in data.idx]
-        self.x = _read_only(data.x, torch.int64, dev)
+        self.idx = [_codes(a, dev) for a in data.idx]
+        self.x = _codes(data.x, dev)
         self.w = None if data.w is None else torch.tensor(np.asarray(data.w, dtype=np.float64), device=dev)
         self.N = len(data.x)
         self.K = data.K
         self.sizes = list(data.sizes)
         self.off = data.offsets
         self.n = data.n_params
+        self.passes = 0
         self._setup_structure()
+        self._setup_buffer()
 
     # ------------------------------------------------------------------ structure
     def _chunks(self):
         for s in range(0, self.N, self.chunk):
             yield s, min(s + self.chunk, self.N)
 
+    def _ix(self, a: int, s: int, e: int) -> torch.Tensor:
+        return _as_index(self.idx[a][s:e])
+
+    def _key(self, a: int, b: int, s: int, e: int, Sb: int | None = None) -> torch.Tensor:
+        """Cell of the facet pair (a, b) of each observation in s:e (int64, this chunk only)."""
+        Sb = self.sizes[b] if Sb is None else Sb
+        return self.idx[a][s:e].to(torch.int64) * Sb + self.idx[b][s:e]
+
     def _setup_structure(self):
-        """Find which pairs of elements share observations (the Hessian's sparsity pattern)."""
+        """Find which pairs of elements share observations (the Hessian's sparsity pattern) and
+        give each pair a compact index of its observed cells."""
         A = len(self.sizes)
         self.pairs = []  # (a, b, mode, rows, cols, aux)
         for a in range(A):
             for b in range(a + 1, A):
                 Sa, Sb = self.sizes[a], self.sizes[b]
                 cells = Sa * Sb
-                if (BLOCK_MIN_CELLS <= cells <= BLOCK_MAX_CELLS
-                        and self._distinct_pairs(a, b) >= BLOCK_MIN_FILL * cells):
+                seen = self._seen(a, b) if cells <= _DENSE_PAIR_LIMIT else None
+                observed = self.N if seen is None else int(seen.sum())  # an upper bound if None
+                if BLOCK_MIN_CELLS <= cells <= BLOCK_MAX_CELLS and observed >= BLOCK_MIN_FILL * cells:
                     self.pairs.append((a, b, "block", None, None, None))
-                elif Sa * Sb <= _DENSE_PAIR_LIMIT:
-                    cnt = torch.zeros(Sa * Sb, dtype=torch.float64, device=self.device)
-                    for s, e in self._chunks():
-                        key = self.idx[a][s:e] * Sb + self.idx[b][s:e]
-                        cnt += torch.bincount(key, minlength=Sa * Sb).to(torch.float64)
-                    nz = torch.nonzero(cnt > 0).ravel()
+                    continue
+                if seen is not None:
+                    nz = torch.nonzero(seen).ravel()
+                    del seen
                     nz_np = nz.cpu().numpy()
-                    self.pairs.append((a, b, "dense", nz_np // Sb, nz_np % Sb, nz))
+                    lut = torch.full((cells,), -1, dtype=torch.int32, device=self.device)
+                    lut[nz] = torch.arange(len(nz), dtype=torch.int32, device=self.device)
+                    if cells <= max(self.N // 4, 1 << 16):  # at most ~1 byte per observation
+                        self.pairs.append((a, b, "lut", nz_np // Sb, nz_np % Sb, lut))
+                        continue
+                    inv = torch.empty(self.N, dtype=torch.int32, device=self.device)
+                    for s, e in self._chunks():
+                        inv[s:e] = lut[self._key(a, b, s, e)]
+                    del lut
+                    self.pairs.append((a, b, "inverse", nz_np // Sb, nz_np % Sb, inv))
                 else:
-                    key = self.idx[a] * Sb + self.idx[b]
+                    key = self.idx[a].to(torch.int64) * Sb + self.idx[b]
                     uniq, inv = torch.unique(key, return_inverse=True)
+                    del key
                     u = uniq.cpu().numpy()
-                    self.pairs.append((a, b, "unique", u // Sb, u % Sb, (inv, len(u))))
-        self._csr_cache = None
+                    self.pairs.append((a, b, "inverse", u // Sb, u % Sb, inv.to(torch.int32)))
 
-    def _distinct_pairs(self, a: int, b: int) -> int:
-        """Cells of the facet pair (a, b) with an observation (the count of observations, an upper
-        bound, above the bincount limit)."""
-        Sa, Sb = self.sizes[a], self.sizes[b]
-        if Sa * Sb > _DENSE_PAIR_LIMIT:
-            return self.N
-        seen = torch.zeros(Sa * Sb, dtype=torch.bool, device=self.device)
+    def _seen(self, a: int, b: int, Sb: int | None = None) -> torch.Tensor:
+        """Which cells of the facet pair (a, b) hold an observation (one byte per cell)."""
+        Sb = self.sizes[b] if Sb is None else Sb
+        seen = torch.zeros(self.sizes[a] * Sb, dtype=torch.bool, device=self.device)
         for s, e in self._chunks():
-            seen[self.idx[a][s:e] * Sb + self.idx[b][s:e]] = True
-        return int(seen.sum())
+            seen[self._key(a, b, s, e, Sb)] = True
+        return seen
+
+    def _pcm_cells(self) -> list[np.ndarray]:
+        """Per facet, the cells (element * L_r + pcm element) observed together with the
+        partial-credit facet: where the element x threshold block of the Hessian is non-zero."""
+        pcm, Lr = self.data.pcm, self.sizes[self.data.pcm]
+        out = []
+        for a in range(len(self.sizes)):
+            if a == pcm:
+                out.append(np.arange(Lr) * Lr + np.arange(Lr))
+                continue
+            p = next(p for p in self.pairs if {p[0], p[1]} == {a, pcm})
+            if p[2] == "block":
+                out.append(torch.nonzero(self._seen(a, pcm, Lr)).ravel().cpu().numpy())
+            else:
+                r, c = (p[3], p[4]) if p[0] == a else (p[4], p[3])
+                out.append(np.sort(r * Lr + c))
+        return out
+
+    def _setup_buffer(self):
+        """Lay out one float64 buffer for every sum of a pass and the CSR pattern that reads it."""
+        A, K, n, off, sizes = len(self.sizes), self.K, self.n, self.off, self.sizes
+        n_el, n_tau = off[A], self.data.n_tau
+        pos = 1 + n  # [f | gradient (elements, thresholds) | ...]
+        rows, cols, src, sign = [], [], [], []
+
+        def entries(r, c, at, sg, mirror=True):
+            rows.append(r)
+            cols.append(c)
+            src.append(at)
+            sign.append(np.full(len(at), sg))
+            if mirror:
+                entries(c, r, at, sg, mirror=False)
+
+        self.o_diag = pos
+        ar = np.arange(n_el)
+        entries(ar, ar, pos + ar, 1.0, mirror=False)
+        pos += n_el
+        self.o_pair = []
+        for a, b, mode, r, c, _aux in self.pairs:
+            if mode == "block":
+                self.o_pair.append(None)
+                continue
+            self.o_pair.append(pos)
+            entries(r + off[a], c + off[b], pos + np.arange(len(r)), -1.0 if a == 0 else 1.0)
+            pos += len(r)
+        self.o_tt = pos
+        self.o_te, self.pcm_cells = [], None
+        if n_tau:
+            o = off[A]
+            kk = np.arange(K)
+            sets = 1 if self.data.pcm is None else sizes[self.data.pcm]
+            base = (np.arange(sets) * K)[:, None, None]
+            rr = np.broadcast_to(base + kk[None, :, None], (sets, K, K)).ravel()
+            cc = np.broadcast_to(base + kk[None, None, :], (sets, K, K)).ravel()
+            entries(rr + o, cc + o, pos + np.arange(sets * K * K), 1.0, mirror=False)
+            pos += sets * K * K
+            if self.data.pcm is not None:
+                self.pcm_cells = self._pcm_cells()
+            for a in range(A):
+                sg = -1.0 if a == 0 else 1.0  # d2/(d theta d tau) = -Cov ; d b : +Cov
+                self.o_te.append(pos)
+                if self.data.pcm is None:
+                    el, tcol = np.repeat(np.arange(sizes[a]), K), np.tile(kk, sizes[a])
+                else:
+                    cells, Lr = self.pcm_cells[a], sizes[self.data.pcm]
+                    el = np.repeat(cells // Lr, K)
+                    tcol = (np.repeat(cells % Lr, K) * K + np.tile(kk, len(cells)))
+                entries(el + off[a], tcol + o, pos + np.arange(len(el)), sg)
+                pos += len(el)
+        self.buf = torch.zeros(pos, dtype=_F64, device=self.device)
+        self.pattern = CSRPattern(np.concatenate(rows), np.concatenate(cols),
+                                  np.concatenate(src), np.concatenate(sign), n)
+        self._gsign = np.ones(n)
+        self._gsign[: off[1]] = -1.0  # persons: d eta / d theta = +1
+
+    def memory(self) -> dict:
+        """Bytes this engine keeps on its device, and per observation (resident, plus the
+        float64 temporaries of one chunk spread over the chunk's observations)."""
+        held = [*self.idx, self.x, self.buf] + ([self.w] if self.w is not None else [])
+        held += [p[5] for p in self.pairs if p[2] in ("lut", "inverse")]
+        resident = sum(t.numel() * t.element_size() for t in held)
+        resident += sum(self.sizes[a] * self.sizes[b] * 8 for a, b, m, *_ in self.pairs
+                        if m == "block")
+        per_obs_temps = 8 * (8 + 6 * max(self.K, 1))  # float64 vectors alive within a chunk
+        return {"resident_bytes": resident, "bytes_per_obs": resident / max(self.N, 1),
+                "chunk_bytes": min(self.chunk, self.N) * per_obs_temps}
 
     def adjacency(self) -> sp.csr_matrix:
         """Element-by-element adjacency (elements that share an observation), for connectivity."""
@@ -148,256 +317,182 @@ class LikelihoodEngine:
         return (M + M.T).tocsr()
 
     def _seen_block(self, a, b):
-        Sa, Sb = self.sizes[a], self.sizes[b]
-        seen = torch.zeros(Sa * Sb, dtype=torch.bool, device=self.device)
-        for s, e in self._chunks():
-            seen[self.idx[a][s:e] * Sb + self.idx[b][s:e]] = True
-        return seen.reshape(Sa, Sb).cpu().numpy()
+        return self._seen(a, b).reshape(self.sizes[a], self.sizes[b]).cpu().numpy()
 
     # ----------------------------------------------------------------- evaluation
-    def _bincount(self, index, weights, size):
-        return torch.bincount(index, weights=weights, minlength=size)
-
     def evaluate(self, params: np.ndarray, need_hessian: bool = True) -> Evaluation:
-        dev = self.device
-        prm = torch.as_tensor(params, dtype=torch.float64, device=dev)
-        A = len(self.sizes)
+        dev, A, K, n = self.device, len(self.sizes), self.K, self.n
+        self.passes += 1
+        prm = torch.as_tensor(params, dtype=_F64, device=dev)
         blocks = [prm[self.off[a] : self.off[a + 1]] for a in range(A)]
-        K = self.K
-        pcm = self.data.pcm
-        tau = prm[self.off[A] :]
+        buf = self.buf
+        buf.zero_()
+        cum = kvec = None
         if K > 1:
-            T = tau.reshape(-1, K)  # (1 or L_r, K)
-            cum = torch.cat([torch.zeros(T.shape[0], 1, dtype=torch.float64, device=dev), torch.cumsum(T, dim=1)], dim=1)
-            kvec = torch.arange(K + 1, dtype=torch.float64, device=dev)
-
-        f = torch.zeros((), dtype=torch.float64, device=dev)
-        grad_el = [torch.zeros(s, dtype=torch.float64, device=dev) for s in self.sizes]
-        diag_el = [torch.zeros(s, dtype=torch.float64, device=dev) for s in self.sizes]
-        pair_vals = [None] * len(self.pairs)
-        n_tau = self.data.n_tau
-        g_tau = torch.zeros(n_tau, dtype=torch.float64, device=dev)
-        if need_hessian and n_tau:
-            # tau x tau and tau x element-facet blocks, dense
-            if pcm is None:
-                h_tt = torch.zeros(K, K, dtype=torch.float64, device=dev)
-            else:
-                h_tt = torch.zeros(self.sizes[pcm], K, K, dtype=torch.float64, device=dev)
-            h_te = [torch.zeros(s, n_tau, dtype=torch.float64, device=dev) for s in self.sizes]
-
+            T = prm[self.off[A] :].reshape(-1, K)  # (1 or L_r, K)
+            cum = torch.cat([torch.zeros(T.shape[0], 1, dtype=_F64, device=dev),
+                             torch.cumsum(T, dim=1)], dim=1)
+            kvec = torch.arange(K + 1, dtype=_F64, device=dev)
+        dense = {}
+        if need_hessian:
+            dense = {q: torch.zeros(self.sizes[a] * self.sizes[b], dtype=_F64, device=dev)
+                     for q, (a, b, mode, *_r) in enumerate(self.pairs) if mode == "block"}
+        hte_pcm = None
+        if need_hessian and K > 1 and self.data.pcm is not None:
+            Lr = self.sizes[self.data.pcm]
+            hte_pcm = [torch.zeros(s * Lr, K, dtype=_F64, device=dev) for s in self.sizes]
         for s, e in self._chunks():
-            ii = [ix[s:e] for ix in self.idx]
-            eta = blocks[0][ii[0]]
-            for a in range(1, A):
-                eta = eta - blocks[a][ii[a]]
-            x = self.x[s:e]
-            xf = x.to(torch.float64)
-            w = None if self.w is None else self.w[s:e]
-            if K <= 1:
-                # dichotomous: log P(x) = x*eta - softplus(eta)
-                ll = xf * eta - torch.nn.functional.softplus(eta)
-                E = torch.sigmoid(eta)
-                V = E * (1.0 - E)
-            else:
-                c = cum[0] if pcm is None else cum[ii[pcm]]  # (K+1) or (n, K+1)
-                psi = eta[:, None] * kvec - c
-                logZ = torch.logsumexp(psi, dim=1)
-                logP = psi - logZ[:, None]
-                ll = torch.gather(logP, 1, x[:, None]).squeeze(1)
-                P = torch.exp(logP)
-                E = P @ kvec
-                V = P @ (kvec * kvec) - E * E
-                # G[:, k-1] = P(X >= k), k = 1..K ; J[:, k-1] = sum_{j>=k} j P_j
-                G = torch.flip(torch.cumsum(torch.flip(P, [1]), 1), [1])[:, 1:]
-                J = torch.flip(torch.cumsum(torch.flip(P * kvec, [1]), 1), [1])[:, 1:]
-                ind = (x[:, None] >= torch.arange(1, K + 1, device=dev)).to(torch.float64)
-            r = xf - E
-            if w is not None:
-                ll = ll * w
-                r = r * w
-                Vw = V * w
-            else:
-                Vw = V
-            f = f - ll.sum()
-            # gradient of -loglik: persons -(x-E), facets +(x-E)
+            self._chunk(s, e, blocks, cum, kvec, need_hessian, dense, hte_pcm)
+        if hte_pcm is not None:  # keep the observed element x threshold cells only
             for a in range(A):
-                grad_el[a] += self._bincount(ii[a], r, self.sizes[a])
-            if K > 1:
-                gt = ind - G
-                if w is not None:
-                    gt = gt * w[:, None]
-                if pcm is None:
-                    g_tau += gt.sum(0)
-                else:
-                    Lr = self.sizes[pcm]
-                    for k in range(K):
-                        g_tau[k::K] += self._bincount(ii[pcm], gt[:, k], Lr)
-            if not need_hessian:
-                continue
-            for a in range(A):
-                diag_el[a] += self._bincount(ii[a], Vw, self.sizes[a])
-            for q, (a, b, mode, _r, _c, aux) in enumerate(self.pairs):
-                if mode == "block":
-                    Sb = self.sizes[b]
-                    if pair_vals[q] is None:
-                        pair_vals[q] = torch.zeros(self.sizes[a] * Sb, dtype=torch.float64, device=dev)
-                    pair_vals[q].index_put_((ii[a] * Sb + ii[b],), Vw, accumulate=True)
-                    continue
-                if mode == "dense":
-                    key = ii[a] * self.sizes[b] + ii[b]
-                    v = self._bincount(key, Vw, self.sizes[a] * self.sizes[b])[aux]
-                else:
-                    inv, nu = aux
-                    v = self._bincount(inv[s:e], Vw, nu)
-                pair_vals[q] = v if pair_vals[q] is None else pair_vals[q] + v
-            if K > 1:
-                covx = J - E[:, None] * G  # Cov(X, 1[X>=k])
-                if w is not None:
-                    covx = covx * w[:, None]
-                    Gw = G * w[:, None]
-                    wsum = w
-                else:
-                    Gw = G
-                    wsum = None
-                if pcm is None:
-                    # sum_i w G_max(k,l) - sum_i w G_k G_l
-                    sG = Gw.sum(0)
-                    kk = torch.arange(K, device=dev)
-                    mx = torch.maximum(kk[:, None], kk[None, :])
-                    h_tt += sG[mx] - G.T @ Gw
-                    for a in range(A):
-                        for k in range(K):
-                            h_te[a][:, k] += self._bincount(ii[a], covx[:, k], self.sizes[a])
-                else:
-                    Lr = self.sizes[pcm]
-                    for k in range(K):
-                        for l in range(K):
-                            m = max(k, l)
-                            val = (G[:, m] - G[:, k] * G[:, l])
-                            if wsum is not None:
-                                val = val * wsum
-                            h_tt[:, k, l] += self._bincount(ii[pcm], val, Lr)
-                    for a in range(A):
-                        key = ii[a] * Lr + ii[pcm]
-                        for k in range(K):
-                            blk = self._bincount(key, covx[:, k], self.sizes[a] * Lr).reshape(self.sizes[a], Lr)
-                            h_te[a][:, k::K] += blk
-
-        g = np.empty(self.n)
-        for a in range(A):
-            sign = -1.0 if a == 0 else 1.0
-            g[self.off[a] : self.off[a + 1]] = sign * grad_el[a].cpu().numpy()
-        if n_tau:
-            g[self.off[A] :] = g_tau.cpu().numpy()
-        ev = Evaluation(f=float(f), g=g)
+                cells = torch.as_tensor(self.pcm_cells[a], device=dev)
+                o = self.o_te[a]
+                buf[o : o + len(cells) * K] = hte_pcm[a][cells].ravel()
+        host = (buf if need_hessian else buf[: 1 + n]).cpu().numpy()  # the one transfer
+        ev = Evaluation(f=float(host[0]), g=host[1 : 1 + n] * self._gsign)
         if not need_hessian:
             return ev
-
-        rows, cols, vals = [], [], []
-        for a in range(A):
-            o = self.off[a]
-            rows.append(np.arange(o, o + self.sizes[a]))
-            cols.append(rows[-1])
-            vals.append(diag_el[a].cpu().numpy())
-        dense = []
-        for q, (a, b, mode, r, c, _aux) in enumerate(self.pairs):
-            sign = -1.0 if a == 0 else 1.0  # d eta/d theta = +1, d eta/d b = -1
-            if mode == "block":
-                B = pair_vals[q]
-                if B is None:
-                    B = torch.zeros(self.sizes[a] * self.sizes[b], dtype=torch.float64)
-                if sign < 0:
-                    B.neg_()
-                dense.append((a, b, B.reshape(self.sizes[a], self.sizes[b]).cpu().numpy()))
-                continue
-            v = sign * pair_vals[q].cpu().numpy() if pair_vals[q] is not None else np.zeros(len(r))
-            rows += [r + self.off[a], c + self.off[b]]
-            cols += [c + self.off[b], r + self.off[a]]
-            vals += [v, v]
-        if n_tau:
-            o = self.off[A]
-            if pcm is None:
-                tt = h_tt.cpu().numpy()
-                ti = np.arange(K)
-                rr, cc = np.meshgrid(ti, ti, indexing="ij")
-                rows.append(rr.ravel() + o)
-                cols.append(cc.ravel() + o)
-                vals.append(tt.ravel())
-            else:
-                tt = h_tt.cpu().numpy()  # (Lr, K, K)
-                Lr = tt.shape[0]
-                base = (np.arange(Lr) * K)[:, None, None]
-                kk = np.arange(K)
-                rr = base + kk[None, :, None] + np.zeros((1, 1, K), dtype=np.int64)
-                cc = base + kk[None, None, :] + np.zeros((1, K, 1), dtype=np.int64)
-                rows.append(rr.ravel() + o)
-                cols.append(cc.ravel() + o)
-                vals.append(tt.ravel())
-            for a in range(A):
-                sign = -1.0 if a == 0 else 1.0  # d2/(d theta d tau) = -Cov ; d b : +Cov
-                blk = sign * h_te[a].cpu().numpy()
-                nzr, nzc = np.nonzero(blk)
-                rows += [nzr + self.off[a], nzc + o]
-                cols += [nzc + o, nzr + self.off[a]]
-                vals += [blk[nzr, nzc], blk[nzr, nzc]]
-        R = np.concatenate(rows)
-        C = np.concatenate(cols)
-        Vv = np.concatenate(vals)
-        ev.H = sp.csr_matrix((Vv, (R, C)), shape=(self.n, self.n))
-        ev.dense = dense
+        ev.H = self.pattern.matrix(host)
+        ev.dense = []
+        for q, B in dense.items():
+            a, b = self.pairs[q][:2]
+            if a == 0:  # d eta/d theta = +1, d eta/d b = -1
+                B.neg_()
+            ev.dense.append((a, b, B.reshape(self.sizes[a], self.sizes[b]).cpu().numpy()))
         return ev
+
+    def _chunk(self, s, e, blocks, cum, kvec, need_hessian, dense, hte_pcm):
+        """Add one chunk of observations to the pass's buffer."""
+        A, K, off, n_el, buf, dev = len(self.sizes), self.K, self.off, self.off[-1], self.buf, self.device
+        pcm = self.data.pcm
+        ii = [self._ix(a, s, e) for a in range(A)]
+        eta = blocks[0][ii[0]]
+        for a in range(1, A):
+            eta = eta - blocks[a][ii[a]]
+        xs = self.x[s:e]
+        xf = xs.to(_F64)
+        w = None if self.w is None else self.w[s:e]
+        if K <= 1:  # dichotomous: log P(x) = x*eta - softplus(eta)
+            ll = xf * eta - torch.nn.functional.softplus(eta)
+            E = torch.sigmoid(eta)
+            V = E * (1.0 - E)
+        else:
+            xl = xs.to(torch.int64)
+            c = cum[0] if pcm is None else cum[ii[pcm]]  # (K+1) or (n, K+1)
+            psi = eta[:, None] * kvec - c
+            logP = psi - torch.logsumexp(psi, dim=1)[:, None]
+            ll = torch.gather(logP, 1, xl[:, None]).squeeze(1)
+            P = torch.exp(logP)
+            E = P @ kvec
+            V = P @ (kvec * kvec) - E * E
+            # G[:, k-1] = P(X >= k), k = 1..K ; J[:, k-1] = sum_{j>=k} j P_j
+            G = torch.flip(torch.cumsum(torch.flip(P, [1]), 1), [1])[:, 1:]
+            J = torch.flip(torch.cumsum(torch.flip(P * kvec, [1]), 1), [1])[:, 1:]
+        r = xf - E
+        if w is not None:
+            ll, r, V = ll * w, r * w, V * w
+        buf[0].sub_(ll.sum())
+        for a in range(A):  # gradient of -loglik: persons -(x-E), facets +(x-E) (sign later)
+            buf[1 + off[a] : 1 + off[a + 1]].index_add_(0, ii[a], r)
+        if K > 1:
+            gt = (xl[:, None] >= torch.arange(1, K + 1, device=dev)).to(_F64) - G
+            if w is not None:
+                gt = gt * w[:, None]
+            g_tau = buf[1 + n_el : 1 + self.n]
+            if pcm is None:
+                g_tau.add_(gt.sum(0))
+            else:
+                g_tau.view(-1, K).index_add_(0, ii[pcm], gt)
+        if not need_hessian:
+            return
+        o = self.o_diag
+        for a in range(A):
+            buf[o + off[a] : o + off[a + 1]].index_add_(0, ii[a], V)
+        for q, (a, b, mode, _r, _c, aux) in enumerate(self.pairs):
+            if mode == "block":
+                dense[q].index_add_(0, self._key(a, b, s, e), V)
+                continue
+            cell = aux[s:e] if mode == "inverse" else aux[self._key(a, b, s, e)]
+            buf[self.o_pair[q] : self.o_pair[q] + len(_r)].index_add_(0, cell, V)
+        if K > 1:
+            self._tau_hessian(ii, G, J, E, w, hte_pcm, s, e)
+
+    def _tau_hessian(self, ii, G, J, E, w, hte_pcm, s, e):
+        """Threshold x threshold and element x threshold blocks of one chunk."""
+        A, K, buf, dev, pcm = len(self.sizes), self.K, self.buf, self.device, self.data.pcm
+        covx = J - E[:, None] * G  # Cov(X, 1[X>=k])
+        Gw = G
+        if w is not None:
+            covx = covx * w[:, None]
+            Gw = G * w[:, None]
+        kk = torch.arange(K, device=dev)
+        mx = torch.maximum(kk[:, None], kk[None, :])
+        if pcm is None:
+            # sum_i w G_max(k,l) - sum_i w G_k G_l
+            buf[self.o_tt : self.o_tt + K * K].view(K, K).add_(Gw.sum(0)[mx] - G.T @ Gw)
+            for a in range(A):
+                o = self.o_te[a]
+                buf[o : o + self.sizes[a] * K].view(-1, K).index_add_(0, ii[a], covx)
+            return
+        Lr = self.sizes[pcm]
+        htt = buf[self.o_tt : self.o_tt + Lr * K * K].view(Lr, K * K)
+        for k in range(K):
+            val = G[:, mx[k]] - G[:, k : k + 1] * G
+            if w is not None:
+                val = val * w[:, None]
+            htt[:, k * K : (k + 1) * K].index_add_(0, ii[pcm], val)
+        for a in range(A):
+            hte_pcm[a].index_add_(0, self._key(a, pcm, s, e, Lr), covx)
 
 
 class GridLikelihoodEngine:
     """Binary data of a densely crossed design held as a grid of cells, one byte per cell.
 
     A leaderboard (models x items) or a fully crossed judging design (models x questions x
-    judges x items): each cell holds its response (0/1) or -1 when missing. A pass over the data
-    is then a few streaming array operations and axis sums per block of cells, with no gathers
-    and no scatters; every Hessian block between two facets is a sum of the cell variances over
-    the other axes. With two facets the models x items block comes out dense
-    (``Evaluation.dense``) for the iterative solver; with more, all blocks go into the sparse
-    matrix through an index structure built once. Used for a binary scale, no weights, at most
-    one observation per cell and enough cells observed (:meth:`suitable`); the numbers are those
+    judges x items): each cell holds its response (0/1) or -1 when missing. The grid is seen as
+    ``(persons, F1, R)`` with ``R`` the product of the remaining (small) facets, so that
+    ``eta = (theta_p - sum of the small facets' parameters)[p, r] - b_1[q]`` is one broadcast
+    per block of cells. The responses enter only through each element's total (sufficient
+    statistics, counted once): a pass computes ``sigmoid`` and ``softplus`` of ``eta``, and the
+    variances, and reduces them to per-(person, r) and per-(F1 element, r) sums, from which every
+    gradient entry and every Hessian block follows; missing cells get ``eta = -inf`` (zero
+    probability, variance and loss). With two facets the models x items block comes out dense
+    (``Evaluation.dense``) for the iterative solver; with more, every block goes into the sparse
+    matrix through a pattern built once. Used for a binary scale, no weights, at most one
+    observation per cell and enough cells observed (:meth:`suitable`); the numbers are those
     of :class:`LikelihoodEngine`.
     """
 
     def __init__(self, data: FacetData, device: str | torch.device = "cpu", chunk: int = 2_000_000):
         self.data = data
-        self.device = torch.device(device)
+        self.device = dev = torch.device(device)
         self.sizes = sizes = list(data.sizes)
         self.off = data.offsets
         self.n = data.n_params
+        self.passes = 0
         A = len(sizes)
         strides = [int(np.prod(sizes[a + 1 :])) for a in range(A)]
-        grid = torch.full((int(np.prod(sizes)),), -1, dtype=torch.int8, device=self.device)
+        grid = torch.full((int(np.prod(sizes)),), -1, dtype=torch.int8, device=dev)
         for s in range(0, len(data.x), chunk):
-            key = torch.zeros(min(chunk, len(data.x) - s), dtype=torch.int64, device=self.device)
+            key = torch.zeros(min(chunk, len(data.x) - s), dtype=torch.int64, device=dev)
             for a in range(A):
-                key += _read_only(data.idx[a][s : s + chunk], None, self.device) * strides[a]
-            grid[key] = _read_only(data.x[s : s + chunk], None, self.device).to(torch.int8)
-        if int((grid >= 0).sum()) != len(data.x):
+                key += _read_only(data.idx[a][s : s + chunk], None, dev).to(torch.int64) * strides[a]
+            grid[key] = _read_only(data.x[s : s + chunk], None, dev).to(torch.int8)
+        n_obs = int((grid >= 0).sum())
+        if n_obs != len(data.x):
             raise ValueError("some cells are observed more than once")
-        self.grid = grid.reshape(sizes)
-        # blocks of the first axis: on CPU ~32K cells, so that the temporaries stay in cache
-        # (measured 3x faster than 1M-cell blocks); on a GPU large blocks
-        cells = (1 << 15) if self.device.type == "cpu" else (1 << 24)
-        self.rows = max(1, cells // max(strides[0], 1))
+        self.complete = n_obs == grid.numel()
+        self.R = strides[1] if A > 1 else 1
+        self.grid = grid.reshape(sizes[0], sizes[1], self.R)
+        self.tail = sizes[2:]  # the small facets that make up R
+        # blocks of ~64K cells on CPU, so that the temporaries stay in cache; large on a GPU
+        cells = (1 << 16) if dev.type == "cpu" else (1 << 24)
+        row = sizes[1] * self.R
+        self.r0 = max(1, cells // row) if row <= cells else 1
+        self.r1 = sizes[1] if row <= cells else max(1, cells // self.R)
         self.pairs = [(a, b) for a in range(A) for b in range(a + 1, A)]
-        self._grad_pairs = [(a, min(a + 1, A - 1)) if a + 1 < A else (0, a)
-                            for a in range(0, A, 2)]
-        self._structure = None
-
-    def _others(self, a: int, b: int) -> tuple[int, ...]:
-        return tuple(d for d in range(len(self.sizes)) if d not in (a, b))
-
-    @staticmethod
-    def _add(acc, a, s, e, part):
-        """Add a block's 1-D sum to facet ``a`` (rows s:e when ``a`` is the blocked axis)."""
-        if a == 0:
-            acc[0][s:e] = part
-        else:
-            acc[a] += part
+        self.totals = self._totals()
+        self.pattern = self._hessian_pattern() if A > 2 else None
 
     @staticmethod
     def suitable(data: FacetData) -> bool:
@@ -406,89 +501,131 @@ class GridLikelihoodEngine:
         cells = int(np.prod(data.sizes))
         return BLOCK_MIN_CELLS <= cells <= BLOCK_MAX_CELLS and len(data.x) >= BLOCK_MIN_FILL * cells
 
-    def _shape(self, a: int) -> list[int]:
-        shape = [1] * len(self.sizes)
-        shape[a] = -1
-        return shape
+    def _blocks(self):
+        S0, S1 = self.sizes[0], self.sizes[1]
+        for s0 in range(0, S0, self.r0):
+            for s1 in range(0, S1, self.r1):
+                yield s0, min(s0 + self.r0, S0), s1, min(s1 + self.r1, S1)
+
+    def _reduce(self, sums: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-element sums of every facet from the (persons, R) and (F1, R) sums."""
+        acc0, acc1 = sums
+        out = [acc0.sum(1), acc1.sum(1)]
+        tail = acc0.sum(0).reshape(self.tail)
+        for t in range(len(self.tail)):
+            others = tuple(d for d in range(len(self.tail)) if d != t)
+            out.append(tail.sum(others) if others else tail)
+        return out
+
+    def _totals(self) -> torch.Tensor:
+        """Each element's total score (the sufficient statistics), counted once."""
+        acc0 = torch.zeros(self.sizes[0], self.R, dtype=_F64, device=self.device)
+        acc1 = torch.zeros(self.sizes[1], self.R, dtype=_F64, device=self.device)
+        for s0, e0, s1, e1 in self._blocks():
+            y = (self.grid[s0:e0, s1:e1] == 1).to(_F64)
+            acc0[s0:e0] += y.sum(1)
+            acc1[s1:e1] += y.sum(0)
+        return torch.cat(self._reduce([acc0, acc1]))
+
+    def memory(self) -> dict:
+        """Bytes this engine keeps on its device (per observation: about one, the grid)."""
+        S0, S1 = self.sizes[0], self.sizes[1]
+        resident = self.grid.numel() + 8 * (2 * (S0 + S1) * self.R + S0 * S1 + 2 * self.n)
+        n_obs = max(len(self.data.x), 1)
+        return {"resident_bytes": resident, "bytes_per_obs": resident / n_obs,
+                "chunk_bytes": 8 * 4 * self.r0 * self.r1 * self.R}
 
     def evaluate(self, params: np.ndarray, need_hessian: bool = True) -> Evaluation:
-        dev, f64 = self.device, torch.float64
-        sizes, A = self.sizes, len(self.sizes)
-        prm = torch.as_tensor(params, dtype=f64, device=dev)
-        el = [prm[self.off[a] : self.off[a + 1]].reshape(self._shape(a)) for a in range(A)]
-        f = torch.zeros((), dtype=f64, device=dev)
-        grad = [torch.zeros(s, dtype=f64, device=dev) for s in sizes]
-        diag = [torch.zeros(s, dtype=f64, device=dev) for s in sizes]
-        pair = {}
-        if need_hessian:
-            if A == 2:
-                pair[(0, 1)] = torch.empty(sizes[0], sizes[1], dtype=f64, device=dev)
-            else:
-                pair = {(a, b): torch.zeros(sizes[a], sizes[b], dtype=f64, device=dev)
-                        for a, b in self.pairs}
-        for s in range(0, sizes[0], self.rows):
-            e = min(s + self.rows, sizes[0])
-            X = self.grid[s:e]
-            obs = (X >= 0).to(f64)
-            y = (X == 1).to(f64)
-            eta = el[0][s:e]
-            for a in range(1, A):
-                eta = eta - el[a]
-            # -log P(x) = softplus(eta) - x * eta (y is 0 where a cell is missing)
-            f += (torch.nn.functional.softplus(eta) * obs).sum() - (y * eta).sum()
-            p = torch.sigmoid(eta)
-            r = (y - p).mul_(obs)
-            # 1-D sums of r from 2-D ones over pairs of axes: one full reduction per two facets
-            for a, b in self._grad_pairs:
-                two = r if A == 2 else r.sum(self._others(a, b))
-                self._add(grad, a, s, e, two.sum(1))
-                self._add(grad, b, s, e, two.sum(0))
+        dev, sizes, A, R = self.device, self.sizes, len(self.sizes), self.R
+        S0, S1 = sizes[0], sizes[1]
+        self.passes += 1
+        prm = torch.as_tensor(params, dtype=_F64, device=dev)
+        el = [prm[self.off[a] : self.off[a + 1]] for a in range(A)]
+        small = torch.zeros(self.tail, dtype=_F64, device=dev) if A > 2 else None
+        for t in range(A - 2):
+            shape = [1] * (A - 2)
+            shape[t] = -1
+            small = small + el[2 + t].reshape(shape)
+        u = el[0][:, None] - (small.reshape(1, R) if A > 2 else 0.0)  # (S0, R)
+        b1 = el[1]
+        zeros = [torch.zeros(S0, R, dtype=_F64, device=dev), torch.zeros(S1, R, dtype=_F64, device=dev)]
+        psum = [z.clone() for z in zeros]
+        vsum = [z.clone() for z in zeros] if need_hessian else None
+        p01 = torch.empty(S0, S1, dtype=_F64, device=dev) if need_hessian else None
+        f = torch.zeros((), dtype=_F64, device=dev)
+        for s0, e0, s1, e1 in self._blocks():
+            eta = u[s0:e0, None, :] - b1[s1:e1, None]  # (r0, r1, R)
+            if not self.complete:
+                eta.masked_fill_(self.grid[s0:e0, s1:e1] < 0, -float("inf"))
+            f += torch.nn.functional.softplus(eta).sum()
+            p = eta.sigmoid_()
+            psum[0][s0:e0] += p.sum(1)
+            psum[1][s1:e1] += p.sum(0)
             if not need_hessian:
                 continue
-            V = p.mul_(1.0 - p).mul_(obs)
-            if A == 2:
-                diag[0][s:e] = V.sum(1)
-                diag[1] += V.sum(0)
-                torch.neg(V, out=pair[(0, 1)][s:e])
-                continue
-            for a, b in self.pairs:  # each pair block is a 2-D sum; the diagonal follows from it
-                part = V.sum(self._others(a, b))
-                if a == 0:
-                    pair[(a, b)][s:e] = -part
-                else:
-                    pair[(a, b)] += part
-                if a == 0 and b == 1:
-                    diag[0][s:e] = part.sum(1)
-                if a == 0:
-                    diag[b] += part.sum(0)
-        g = np.concatenate([(-grad[0]).cpu().numpy()] + [gr.cpu().numpy() for gr in grad[1:]])
-        ev = Evaluation(f=float(f), g=g)
+            V = p * (1.0 - p)
+            vsum[0][s0:e0] += V.sum(1)
+            vsum[1][s1:e1] += V.sum(0)
+            p01[s0:e0, s1:e1] = V.sum(2)
+        # -loglik = sum softplus(eta) - sum_cells y * eta, the latter linear in the totals
+        T = self.totals
+        sign = torch.ones(self.n, dtype=_F64, device=dev)
+        sign[: S0] = -1.0
+        f = f + (sign * T * prm).sum()
+        grad = sign * (T - torch.cat(self._reduce(psum)))
         if not need_hessian:
-            return ev
-        dvals = np.concatenate([d.cpu().numpy() for d in diag])
+            host = torch.cat([f.reshape(1), grad]).cpu().numpy()
+            return Evaluation(f=float(host[0]), g=host[1:])
+        diag = torch.cat(self._reduce(vsum))
         if A == 2:
-            ev.H = sp.diags(dvals, format="csr")
-            ev.dense = [(0, 1, pair[(0, 1)].cpu().numpy())]
+            host = torch.cat([f.reshape(1), grad, diag]).cpu().numpy()
+            ev = Evaluation(f=float(host[0]), g=host[1 : 1 + self.n])
+            ev.H = sp.diags(host[1 + self.n :], format="csr")
+            ev.dense = [(0, 1, p01.neg_().cpu().numpy())]
             return ev
-        rows, cols = self._hessian_structure()
-        vals = np.concatenate([dvals] + [np.tile(pair[q].cpu().numpy().ravel(), 2)
-                                         for q in self.pairs])
-        ev.H = sp.csr_matrix((vals, (rows, cols)), shape=(self.n, self.n))
+        host = torch.cat([f.reshape(1), grad, diag] + [B.ravel() for B in self._pair_blocks(vsum, p01)])
+        host = host.cpu().numpy()  # the one transfer
+        ev = Evaluation(f=float(host[0]), g=host[1 : 1 + self.n])
+        ev.H = self.pattern.matrix(host)
         ev.dense = []
         return ev
 
-    def _hessian_structure(self):
-        """Row and column of every Hessian entry (diagonal, then each pair and its mirror)."""
-        if self._structure is None:
-            n_el = self.off[-1]
-            rows, cols = [np.arange(n_el)], [np.arange(n_el)]
-            for a, b in self.pairs:
-                r, c = np.meshgrid(np.arange(self.sizes[a]) + self.off[a],
-                                   np.arange(self.sizes[b]) + self.off[b], indexing="ij")
-                rows += [r.ravel(), c.ravel()]
-                cols += [c.ravel(), r.ravel()]
-            self._structure = (np.concatenate(rows), np.concatenate(cols))
-        return self._structure
+    def _pair_blocks(self, vsum, p01) -> list[torch.Tensor]:
+        """The Hessian block of every facet pair (unsigned sums of the cell variances), in the
+        order of ``self.pairs``."""
+        S0, S1, nt = self.sizes[0], self.sizes[1], len(self.tail)
+        out = []
+        for a, b in self.pairs:
+            if (a, b) == (0, 1):
+                out.append(p01)
+            elif a < 2:  # (persons or F1) x a small facet: from the (lead, R) sums
+                lead = vsum[a].reshape([S0 if a == 0 else S1, *self.tail])
+                others = tuple(1 + t for t in range(nt) if t != b - 2)
+                out.append(lead.sum(others) if others else lead)
+            else:  # two small facets
+                tail = vsum[0].sum(0).reshape(self.tail)
+                others = tuple(t for t in range(nt) if t not in (a - 2, b - 2))
+                out.append(tail.sum(others) if others else tail)
+        return out
+
+    def _hessian_pattern(self) -> CSRPattern:
+        """Diagonal and every pair block (and its mirror), read from the packed transfer."""
+        n_el = self.off[-1]
+        pos = 1 + self.n
+        rows, cols, src, sign = [np.arange(n_el)], [np.arange(n_el)], [pos + np.arange(n_el)], [np.ones(n_el)]
+        pos += n_el
+        for a, b in self.pairs:
+            r, c = np.meshgrid(np.arange(self.sizes[a]) + self.off[a],
+                               np.arange(self.sizes[b]) + self.off[b], indexing="ij")
+            at = pos + np.arange(r.size)
+            sg = np.full(r.size, -1.0 if a == 0 else 1.0)
+            rows += [r.ravel(), c.ravel()]
+            cols += [c.ravel(), r.ravel()]
+            src += [at, at]
+            sign += [sg, sg]
+            pos += r.size
+        return CSRPattern(np.concatenate(rows), np.concatenate(cols), np.concatenate(src),
+                          np.concatenate(sign), self.n)
 
 
 def make_engine(data: FacetData, device="cpu", chunk: int = 2_000_000):
