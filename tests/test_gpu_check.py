@@ -1,0 +1,84 @@
+"""scripts/gpu_check.sh (issue 13) run as a user runs it, on a machine without a GPU.
+
+* Without CUDA it says so in one line, writes nothing and exits 2 within seconds, so a GPU lease
+  is not wasted on a machine whose torch cannot see the card.
+* Its CPU dry run (``GPU_CHECK_CPU_DRY_RUN=1``, the bench with ``--cpu-only`` on a tiny size)
+  goes through the step runner and the summary: the bench's figures reach summary.json and
+  summary.md, vLLM is reported as skipped when it is not installed, and a failing step makes the
+  exit status 1 while the other steps still run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_check.sh"
+
+
+def _run(out: Path, **env) -> tuple[subprocess.CompletedProcess, float]:
+    e = {**os.environ, "PYTHON": sys.executable, **env}
+    e.pop("OUT", None)
+    t0 = time.perf_counter()
+    res = subprocess.run(
+        ["bash", str(SCRIPT), str(out)],
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return res, time.perf_counter() - t0
+
+
+def test_without_cuda_one_line_and_exit_2_within_seconds(tmp_path):
+    res, seconds = _run(tmp_path / "out", CUDA_VISIBLE_DEVICES="")
+    assert res.returncode == 2, res.stderr
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    assert len(lines) == 1 and "no CUDA device visible" in lines[0] and "Traceback" not in lines[0]
+    assert seconds < 20
+    assert not (tmp_path / "out").exists()  # nothing that looks like a result
+
+
+def test_cpu_dry_run_writes_the_summary_and_a_failed_step_sets_the_exit_status(tmp_path):
+    out = tmp_path / "out"
+    res, _ = _run(
+        out, GPU_CHECK_CPU_DRY_RUN="1", GPU_CHECK_STEPS="bench_gpu,vllm", GPU_CHECK_RATINGS="20000"
+    )
+    vllm_here = importlib.util.find_spec("vllm") is not None
+    assert res.returncode == (1 if vllm_here else 0), res.stdout + res.stderr
+    s = json.loads((out / "summary.json").read_text())
+    steps = {x["name"]: x for x in s["steps"]}
+    assert list(steps) == ["bench_gpu", "vllm"]
+    bench = steps["bench_gpu"]
+    assert bench["status"] == "passed" and bench["seconds"] > 0
+    cpu = bench["figures"]["cpu"]
+    assert 19_000 <= cpu["n"] <= 21_000 and cpu["fit_s"] > 0 and cpu["bytes_per_obs"] > 0
+    assert cpu["recovery_corr"] > 0.95 and set(cpu["iterations"]) == {"A", "T", "E", "C"}
+    assert json.loads((out / "bench_gpu.json").read_text())["cpu"]["n"] == cpu["n"]
+    md = (out / "summary.md").read_text()
+    assert f"| cpu | {cpu['n']:,} |" in md and "| bench_gpu | passed |" in md
+    if not vllm_here:
+        assert steps["vllm"]["status"] == "skipped"
+        assert "vllm not installed: skipped" in res.stdout
+        assert "Overall: PASSED" in md
+
+    # a step that fails (here the bench, given a size that is not a number) fails the check,
+    # and the step after it still runs
+    out2 = tmp_path / "out2"
+    res, _ = _run(
+        out2, GPU_CHECK_CPU_DRY_RUN="1", GPU_CHECK_STEPS="bench_gpu,vllm", GPU_CHECK_RATINGS="lots"
+    )
+    assert res.returncode == 1
+    s = json.loads((out2 / "summary.json").read_text())
+    steps = {x["name"]: x for x in s["steps"]}
+    assert steps["bench_gpu"]["status"] == "failed" and steps["bench_gpu"]["rc"] == 2
+    assert "vllm" in steps and s["passed"] is False
+    assert "invalid int value: 'lots'" in (out2 / "gpu_check.log").read_text()
+    assert "Overall: FAILED" in (out2 / "summary.md").read_text()
