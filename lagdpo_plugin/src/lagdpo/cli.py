@@ -139,18 +139,35 @@ def _strip_launch_args(argv: list[str]) -> list[str]:
     return out
 
 
+def _settings_mixed_precision(config, overrides) -> str | None:
+    """``bf16`` or ``no`` when the training settings set bf16, so the launcher agrees with them."""
+    from .config import coerce_settings
+    from .training import load_settings
+
+    settings = load_settings(config, overrides)
+    if "bf16" not in settings:
+        return None  # the accelerate config decides, and train() follows it
+    return "bf16" if coerce_settings({"bf16": settings["bf16"]})["bf16"] else "no"
+
+
 def cmd_train(argv: list[str]) -> int:
     if "--help-config" in argv:
         return cmd_help_config()
     args, rest = _train_parser().parse_known_args(argv)
     overrides = _parse_overrides(rest)
     if args.accelerate_config:
-        from .launch import launch_command
+        from .launch import check_engine_installed, launch_command
 
-        cmd = launch_command(args.accelerate_config, args.num_processes, _strip_launch_args(argv))
+        cmd = launch_command(
+            args.accelerate_config,
+            args.num_processes,
+            _strip_launch_args(argv),
+            mixed_precision=_settings_mixed_precision(args.config, overrides),
+        )
         if args.print_command:
             print(" ".join(cmd))
             return 0
+        check_engine_installed(args.accelerate_config)
         return subprocess.call(cmd)
     from .training import LAMBDA_HISTORY_FILE, load_settings, train
 

@@ -11,11 +11,14 @@ from .errors import ConfigError
 __all__ = [
     "ACCELERATE_CONFIG_DIR",
     "accelerate_config_path",
+    "check_engine_installed",
     "launch_command",
     "list_accelerate_configs",
 ]
 
 ACCELERATE_CONFIG_DIR = Path(__file__).parent / "configs" / "accelerate"
+# distributed_type of an accelerate config → (module it needs, lagdpo-plugin extra that installs it)
+ENGINES = {"DEEPSPEED": ("deepspeed", "deepspeed")}
 
 
 def list_accelerate_configs() -> list[str]:
@@ -36,13 +39,47 @@ def accelerate_config_path(name: str) -> Path:
     return shipped
 
 
+def _read_config(path: Path) -> dict:
+    import json
+
+    import yaml
+
+    text = path.read_text()
+    loaded = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def check_engine_installed(accelerate_config: str) -> None:
+    """One line naming the extra to install when the config's engine (DeepSpeed) is missing."""
+    import importlib.util
+
+    path = accelerate_config_path(accelerate_config)
+    kind = str(_read_config(path).get("distributed_type", "")).upper()
+    if kind in ENGINES:
+        module, extra = ENGINES[kind]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(
+                f"--accelerate-config {accelerate_config}: {module} is not installed (this config "
+                f"runs on {kind.title()}); install it with `pip install 'lagdpo-plugin[{extra}]'`."
+            )
+
+
 def launch_command(
-    accelerate_config: str, num_processes: int | None, train_args: list[str]
+    accelerate_config: str,
+    num_processes: int | None,
+    train_args: list[str],
+    mixed_precision: str | None = None,
 ) -> list[str]:
-    """The `accelerate launch … -m lagdpo.cli train …` command line for the given train arguments."""
+    """The `accelerate launch … -m lagdpo.cli train …` command line for the given train arguments.
+
+    ``mixed_precision`` ("bf16" or "no"), from the training settings' ``bf16``, overrides the
+    accelerate config's so that both agree (see `lagdpo.training._agree_mixed_precision`).
+    """
     exe = shutil.which("accelerate")
     head = [exe, "launch"] if exe else [sys.executable, "-m", "accelerate.commands.launch"]
     cmd = head + ["--config_file", str(accelerate_config_path(accelerate_config))]
     if num_processes is not None:
         cmd += ["--num_processes", str(num_processes)]
+    if mixed_precision is not None:
+        cmd += ["--mixed_precision", mixed_precision]
     return cmd + ["-m", "lagdpo.cli", "train", *train_args]

@@ -47,6 +47,7 @@ __all__ = [
     "MultiNegDPOTrainer",
     "PCGradDPOTrainer",
     "SafeRLHFDPOTrainer",
+    "check_pcgrad_sharding",
 ]
 
 K = len(DIMENSIONS)
@@ -203,20 +204,23 @@ class MultiNegDPOTrainer(DPOTrainer):
 
     def compute_ref_log_probs(self, model, inputs):
         """Reference log-probs of every row; (B + R,). Uses the ref model, or the PEFT base model."""
+        return self._frozen_logps(model, inputs, reference=True)
+
+    def _frozen_logps(self, model, inputs, reference: bool) -> torch.Tensor:
+        """Row log-probs without gradients; ``reference``: with a PEFT policy and no separate
+        reference model, the adapter is switched off (as in TRL) whichever wrapper is passed."""
         from accelerate.utils import is_peft_model
         from trl.models.utils import disable_gradient_checkpointing
         from trl.trainer.utils import use_adapter
 
         ctx = contextlib.nullcontext()
         if model is None:
-            model = self.ref_model
-        if model is None:
-            model = self.model
-            if is_peft_model(self.model):
-                unwrapped = self.accelerator.unwrap_model(self.model)
-                ctx = use_adapter(
-                    unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None
-                )
+            model = self.ref_model if self.ref_model is not None else self.model
+        if reference and self.ref_model is None and is_peft_model(self.model):
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            ctx = use_adapter(
+                unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None
+            )
         with (
             torch.no_grad(),
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
@@ -225,28 +229,69 @@ class MultiNegDPOTrainer(DPOTrainer):
         ):
             return self._sequence_logps(model, inputs)
 
-    def _precompute_ref_logps(self, dataset, name, batch_size):
-        """Reference log-probs of chosen and every rejection, once, as a ``ref_logps`` column (K + 1 per record)."""
+    def _precompute_reference(self):
+        """The model that precomputes reference log-probs, chosen as TRL 1.16 chooses it.
+
+        Before `train` the policy is not prepared yet: under DeepSpeed (no separate reference) it
+        is wrapped once in an inference engine that places (ZeRO-1/2) or gathers (ZeRO-3) its
+        parameters; otherwise the reference (prepared by TRL) or the policy is used as it is.
+        """
+        if self.ref_model is None and self.is_deepspeed_enabled:
+            if getattr(self, "_precompute_engine", None) is None:
+                from trl.models import prepare_deepspeed
+
+                self._precompute_engine = prepare_deepspeed(self.model, self.accelerator)
+            return self._precompute_engine
+        return self.ref_model if self.ref_model is not None else self.model
+
+    def _prepare_frozen(self, model):
+        """Prepare a frozen scoring model like TRL prepares its reference (sharded where the policy is)."""
+        if self.is_deepspeed_enabled:
+            from trl.models import prepare_deepspeed
+
+            return prepare_deepspeed(model, self.accelerator)
+        if self.is_fsdp_enabled:
+            from trl.models import prepare_fsdp
+
+            return prepare_fsdp(model, self.accelerator)
+        return model.to(self.accelerator.device).eval()
+
+    def _row_table(self, dataset, batch_size: int, model, reference: bool = True) -> torch.Tensor:
+        """Summed log-probs of chosen and every rejection under ``model``: (N, K + 1), 0 where inactive.
+
+        As TRL's precompute: the records are sharded across processes by the prepared data
+        loader, each rank scores its share, and the rows are gathered back in dataset order, so
+        every rank holds the whole table.
+        """
         from torch.utils.data import DataLoader
 
         loader = DataLoader(
             dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids", "dim_mask"]),
             batch_size=batch_size,
             collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
             shuffle=False,
         )
-        model = self.ref_model if self.ref_model is not None else self.model
-        device = self.accelerator.device
-        model.to(device)
         rows = []
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            chosen, rejected = self._unpack(self.compute_ref_log_probs(model, batch).float(), batch)
-            rows.append(torch.cat([chosen.unsqueeze(1), rejected], dim=1).cpu())
-        table = torch.cat(rows).tolist()
+        for batch in self.accelerator.prepare(loader):
+            logps = self._frozen_logps(model, batch, reference=reference).float()
+            chosen, rejected = self._unpack(logps, batch)
+            table = torch.cat([chosen.unsqueeze(1), rejected], dim=1)
+            rows.append(self.accelerator.gather_for_metrics(table).cpu())
+        table = torch.cat(rows) if rows else torch.zeros(0, K + 1)
+        if len(table) != len(dataset):
+            raise RuntimeError(
+                f"gathered {len(table)} rows of log-probs for {len(dataset)} records."
+            )
+        return table
+
+    def _precompute_ref_logps(self, dataset, name, batch_size):
+        """Reference log-probs of chosen and every rejection, once, as a ``ref_logps`` column (K + 1 per record)."""
+        table = self._row_table(dataset, batch_size, self._precompute_reference())
         if "ref_logps" in dataset.column_names:
             dataset = dataset.remove_columns("ref_logps")
-        return dataset.add_column("ref_logps", table)
+        return dataset.add_column("ref_logps", table.tolist())
 
     # ------------------------------------------------------------------ step bookkeeping
     def get_batch_samples(self, epoch_iterator, num_batches, device):
@@ -392,11 +437,34 @@ class MultiNegDPOTrainer(DPOTrainer):
                     raise ConfigError(
                         f"no checkpoint found in output_dir {self.args.output_dir!r} to resume from."
                     )
-            state_file = Path(path) / DUAL_STATE_FILE
-            if state_file.exists():
-                self.load_dual_state_dict(json.loads(state_file.read_text()))
+            self._restore_dual_state(Path(path))
             resume_from_checkpoint = str(path)
         return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _restore_dual_state(self, checkpoint: Path) -> None:
+        """Load the multipliers saved with ``checkpoint`` on the main process and broadcast them.
+
+        Only the main process reads the file (it wrote it), so ranks on other nodes need no
+        shared filesystem. A multiplier method whose checkpoint lacks the state fails on every
+        rank at once rather than silently restarting λ from its initial value.
+        """
+        from accelerate.utils import broadcast_object_list
+
+        state = [None]
+        if self.accelerator.is_main_process:
+            state_file = checkpoint / DUAL_STATE_FILE
+            if state_file.exists():
+                state = [json.loads(state_file.read_text())]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(state, from_process=0)
+        if state[0] is not None:
+            self.load_dual_state_dict(state[0])
+        elif self.method in ("lagdpo", "safe-rlhf"):
+            raise ConfigError(
+                f"cannot resume {self.method}: {str(checkpoint / DUAL_STATE_FILE)!r} is missing on "
+                "the main process, so the multipliers λ cannot be restored; resume from a "
+                "checkpoint written by lagdpo, or start a new run without --resume."
+            )
 
     def save_lambda_history(self, path: str | os.PathLike) -> Path:
         """Write the multiplier history as CSV with columns step, dimension, loss, lambda."""
@@ -504,6 +572,23 @@ class LagDPOTrainer(MultiNegDPOTrainer):
             self.lambdas = torch.tensor(state["lambdas"], dtype=torch.float64)
 
 
+def check_pcgrad_sharding(engine: str | None, zero_stage: int | None, is_peft: bool) -> None:
+    """Refuse PCGrad on sharded full-model parameters (ZeRO-3 or FSDP) unless they are an adapter.
+
+    PCGrad keeps one flattened full gradient per dimension and all-reduces the K × P float64
+    matrix every micro-batch: with P the full model that defeats the sharding (and needs the
+    parameters gathered); with a LoRA adapter P is small.
+    """
+    sharded = engine == "fsdp" or (engine == "deepspeed" and zero_stage == 3)
+    if sharded and not is_peft:
+        what = "FSDP" if engine == "fsdp" else "DeepSpeed ZeRO-3"
+        raise ConfigError(
+            f"pcgrad-dpo under {what} would hold {K} full gradients of the sharded model and "
+            f"all-reduce a {K} × parameters matrix every micro-batch: train a LoRA adapter "
+            "(use_peft: true, e.g. --config paper-lora) or use the ddp-lora or zero2 config."
+        )
+
+
 class PCGradDPOTrainer(MultiNegDPOTrainer):
     """PCGrad-DPO: project conflicting per-dimension gradients (Yu et al. 2020).
 
@@ -516,6 +601,18 @@ class PCGradDPOTrainer(MultiNegDPOTrainer):
     """
 
     method = "pcgrad-dpo"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from accelerate.utils import is_peft_model
+
+        engine = (
+            "deepspeed" if self.is_deepspeed_enabled else "fsdp" if self.is_fsdp_enabled else None
+        )
+        stage = None
+        if engine == "deepspeed":
+            stage = self.accelerator.state.deepspeed_plugin.zero_stage
+        check_pcgrad_sharding(engine, stage, is_peft_model(self.model))
 
     def combine(self, terms, present):
         if not self.model.training:
@@ -628,39 +725,28 @@ class MODPOTrainer(MultiNegDPOTrainer):
                 self.eval_dataset = self._add_model_rewards(self.eval_dataset)
 
     def _add_model_rewards(self, dataset):
-        from torch.utils.data import DataLoader
-        from transformers import AutoModelForCausalLM
-        from trl.trainer.utils import add_fused_lm_head
+        """``modpo_rewards`` = β (log π_j − log π_ref) of every completion, for each reward model j.
 
-        device = self.accelerator.device
-        cols = ["prompt_ids", "chosen_ids", "rejected_ids", "dim_mask"]
-        loader_kwargs = {
-            "batch_size": self.args.per_device_train_batch_size,
-            "collate_fn": self.data_collator,
-            "shuffle": False,
-        }
-        ref = []
-        for batch in DataLoader(dataset.select_columns(cols), **loader_kwargs):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            c, r = self._unpack(self.compute_ref_log_probs(None, batch).float(), batch)
-            ref.append(torch.cat([c.unsqueeze(1), r], 1).cpu())
-        ref = torch.cat(ref)  # (N, K+1)
+        Sharded and gathered like the reference precompute; each reward model is loaded from its
+        path (partitioned at load under ZeRO-3) and prepared like TRL prepares a reference.
+        """
+        from trl.trainer.utils import add_fused_lm_head, create_model_from_path
+
+        batch_size = self.args.precompute_ref_batch_size or self.args.per_device_train_batch_size
+        if "ref_logps" in dataset.column_names:
+            ref = torch.tensor(dataset["ref_logps"], dtype=torch.float32)
+        else:
+            ref = self._row_table(dataset, batch_size, self._precompute_reference())
         rewards = torch.zeros(len(dataset), K + 1, K)
         for j, dim in enumerate(DIMENSIONS):
             path = self._lag_args.modpo_reward_models.get(dim)
             if path is None:
                 continue  # no reward model: that objective contributes no margin
-            reward_model = (
-                AutoModelForCausalLM.from_pretrained(path, dtype=self.model.dtype).to(device).eval()
-            )
+            reward_model = create_model_from_path(str(path), dtype=self.model.dtype).eval()
             add_fused_lm_head(reward_model)
-            rows = []
-            with torch.no_grad():
-                for batch in DataLoader(dataset.select_columns(cols), **loader_kwargs):
-                    batch = {k: v.to(device) for k, v in batch.items()}
-                    c, r = self._unpack(self._sequence_logps(reward_model, batch).float(), batch)
-                    rows.append(torch.cat([c.unsqueeze(1), r], 1).cpu())
-            rewards[:, :, j] = self.beta * (torch.cat(rows) - ref)
+            reward_model = self._prepare_frozen(reward_model)
+            scores = self._row_table(dataset, batch_size, reward_model, reference=False)
+            rewards[:, :, j] = self.beta * (scores - ref)
             del reward_model
         return dataset.add_column("modpo_rewards", rewards.tolist())
 

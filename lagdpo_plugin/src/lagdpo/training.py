@@ -22,6 +22,7 @@ __all__ = [
     "LAMBDA_HISTORY_FILE",
     "TrainResult",
     "ablate",
+    "build_reference",
     "load_settings",
     "shipped_config",
     "train",
@@ -80,10 +81,143 @@ def _device_defaults(settings: dict[str, Any]) -> None:
     import torch
 
     settings.setdefault("report_to", "none")
+    _agree_mixed_precision(settings)
     if not torch.cuda.is_available():
         settings.setdefault("use_cpu", True)
         settings.setdefault("bf16", False)
     # TRL turns gradient checkpointing on by default; keep it unless the config says otherwise.
+
+
+def _agree_mixed_precision(settings: dict[str, Any]) -> None:
+    """Make the launcher's mixed precision and the training settings' ``bf16`` agree.
+
+    ``accelerate launch`` passes the accelerate config's ``mixed_precision`` as
+    ``ACCELERATE_MIXED_PRECISION``; transformers then autocasts to it even when the settings say
+    ``bf16: false``, and DeepSpeed reads it for its own bf16 section. Rule: a ``bf16`` (or
+    ``fp16``) written in the training settings wins and the environment is set to match; without
+    one, the accelerate config decides (``bf16`` there means ``bf16: true``).
+    """
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched is None:
+        return
+    from .config import coerce_settings
+
+    explicit = coerce_settings({k: settings[k] for k in ("bf16", "fp16") if k in settings})
+    if not explicit:
+        settings["bf16"] = launched == "bf16"
+        settings["fp16"] = launched == "fp16"
+        return
+    wanted = "bf16" if explicit.get("bf16") else "fp16" if explicit.get("fp16") else "no"
+    if wanted != launched:
+        os.environ["ACCELERATE_MIXED_PRECISION"] = wanted
+
+
+def _accelerate_engine(settings: dict[str, Any]) -> str | None:
+    """``"deepspeed"``, ``"fsdp"`` or None, from ``accelerate launch``'s environment or the settings."""
+    from accelerate.utils import str_to_bool
+
+    if str_to_bool(os.environ.get("ACCELERATE_USE_DEEPSPEED", "false")) or settings.get(
+        "deepspeed"
+    ):
+        return "deepspeed"
+    if str_to_bool(os.environ.get("ACCELERATE_USE_FSDP", "false")) or settings.get("fsdp"):
+        return "fsdp"
+    return None
+
+
+def _zero_stage(settings: dict[str, Any]) -> int | None:
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    if stage is None and isinstance(settings.get("deepspeed"), dict):
+        stage = settings["deepspeed"].get("zero_optimization", {}).get("stage")
+    return int(stage) if stage not in (None, "auto") else None
+
+
+def _check_engine_installed(engine: str | None) -> None:
+    import importlib.util
+
+    if engine == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        from .errors import missing_dependency
+
+        raise missing_dependency("deepspeed (the engine of this accelerate config)", "deepspeed")
+
+
+def _needs_reference_weights(method: str, cfg) -> bool:
+    """Whether the run holds a separate reference model (not an adapter switched off)."""
+    return method not in SFT_METHODS and not cfg.use_peft
+
+
+def _fsdp_reference_loading(settings: dict[str, Any]) -> None:
+    """Under FSDP with a reference model (no PEFT): load every rank in full, and say so."""
+    if settings.get("use_peft") or not _fsdp_full_loading(settings):
+        return
+    import warnings
+
+    warnings.warn(
+        "lagdpo: FSDP RAM-efficient loading turned off: a reference model is loaded beside the "
+        "policy, and TRL does not broadcast its weights from rank 0.",
+        stacklevel=3,
+    )
+
+
+def _fsdp_full_loading(settings: dict[str, Any]) -> bool:
+    """Turn FSDP's RAM-efficient loading off; True if it was on.
+
+    With it on, transformers loads the weights on rank 0 only (meta tensors elsewhere) and relies
+    on accelerate's FSDP2 preparation of the *policy* to broadcast them; TRL's `prepare_fsdp` of a
+    reference model broadcasts nothing, so ranks above 0 would hold a reference of meta or
+    uninitialised weights. Loading every rank in full costs host RAM only until sharding.
+    """
+    from accelerate.utils import str_to_bool
+
+    was_on = str_to_bool(os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING", "false"))
+    os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
+    fsdp_config = settings.get("fsdp_config")
+    if isinstance(fsdp_config, dict):
+        for key in ("cpu_ram_efficient_loading", "fsdp_cpu_ram_efficient_loading"):
+            if str(fsdp_config.get(key, "false")).lower() == "true":
+                settings["fsdp_config"] = {**fsdp_config, key: False}
+                was_on = True
+    return bool(was_on)
+
+
+def _is_partitioned(model) -> bool:
+    """True once the weights are sharded or placeholders (ZeRO-3 partitions, DTensors, meta)."""
+    for p in model.parameters():
+        if hasattr(p, "ds_id") or p.is_meta or type(p).__name__ == "DTensor":
+            return True
+        data = getattr(p, "data", None)
+        if data is not None and type(data).__name__ == "DTensor":
+            return True
+    return False
+
+
+def build_reference(model, model_arg, *, method: str, cfg, engine: str | None):
+    """The frozen reference model to pass to the trainer, built the way TRL 1.16 builds it.
+
+    * No separate reference (None) with PEFT (the adapter is switched off) or when reference
+      log-probs are precomputed outside FSDP (TRL computes them from the policy before training).
+    * Model given as a path or Hub id: None, so TRL's `DPOTrainer` reloads it from
+      ``model.config._name_or_path`` with the policy's dtype — under ZeRO-3 that load is itself
+      partitioned by ``zero.Init``, which a copy of an already partitioned policy would not be.
+    * Model given in memory: a frozen copy, taken here, before the trainer shards anything; a model
+      that is already partitioned cannot be copied and is refused with what to do instead.
+    """
+    if not _needs_reference_weights(method, cfg):
+        return None
+    if cfg.precompute_ref_log_probs and engine != "fsdp":
+        return None
+    if isinstance(model_arg, (str, os.PathLike)):
+        return None
+    if _is_partitioned(model):
+        raise ConfigError(
+            "the model object is already partitioned (ZeRO-3, FSDP or meta weights), so a copy "
+            "would hold placeholders as the reference: pass the model as a path (the reference "
+            "is then reloaded from it), or pass ref_model= explicitly."
+        )
+    ref_model = copy.deepcopy(model).eval()
+    for p in ref_model.parameters():
+        p.requires_grad_(False)
+    return ref_model
 
 
 def _peft_config(cfg):
@@ -240,12 +374,21 @@ def train(
     settings["output_dir"] = str(output_dir)
     if max_steps is not None:
         settings["max_steps"] = int(max_steps)
+    engine = _accelerate_engine(settings)
+    _check_engine_installed(engine)
     _device_defaults(settings)
     settings = coerce_settings(settings)  # "5e-3" read from YAML → 0.005, for every method
+    if engine == "fsdp" and ref_model is None and method not in SFT_METHODS:
+        _fsdp_reference_loading(settings)
     cfg = build_config(settings)  # validates every key, also for the SFT methods
+    if method == "pcgrad-dpo":
+        from .trainer import check_pcgrad_sharding
+
+        check_pcgrad_sharding(engine, _zero_stage(settings), cfg.use_peft)
     if method != "sacpo":  # SACPO resumes stage by stage (lagdpo.sacpo)
         resume_from_checkpoint = _resolve_resume(resume_from_checkpoint, Path(output_dir))
     loaded = _load_data(method, cfg, data, eval_data)  # before any model weights are loaded
+    model_arg = model
     model, tokenizer = _load_model_and_tokenizer(model, tokenizer, settings)
     peft_config = _peft_config(cfg)
     out = Path(output_dir)
@@ -287,12 +430,8 @@ def train(
     else:
         from .trainer import TRAINERS
 
-        if ref_model is None and peft_config is None and not cfg.precompute_ref_log_probs:
-            # TRL would reload the reference from model.config._name_or_path, which fails for an
-            # in-memory model; a frozen copy works for both.
-            ref_model = copy.deepcopy(model).eval()
-            for p in ref_model.parameters():
-                p.requires_grad_(False)
+        if ref_model is None:
+            ref_model = build_reference(model, model_arg, method=method, cfg=cfg, engine=engine)
         trainer = TRAINERS[method](
             model=model,
             ref_model=ref_model,
