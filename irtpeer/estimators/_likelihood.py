@@ -42,7 +42,7 @@ import torch
 from .._design import FacetData
 
 __all__ = ["CSRPattern", "Evaluation", "FacetData", "GridLikelihoodEngine", "LikelihoodEngine",
-           "make_engine"]
+           "index_add_cols", "make_engine"]
 
 _DENSE_PAIR_LIMIT = 1 << 26  # above: a pair's observed cells are found by sorting, not a bitmap
 #: A facet pair with at least this many cells, at least BLOCK_MIN_FILL of them observed and at
@@ -74,6 +74,14 @@ def _as_index(t: torch.Tensor) -> torch.Tensor:
     """A chunk of codes usable as an index (int8/int16/uint8 codes widened for this chunk only:
     a uint8 tensor would be taken as a boolean mask)."""
     return t if t.dtype in _INDEX_DTYPES else t.to(torch.int32)
+
+
+def index_add_cols(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """``dst.index_add_(0, index, src)`` for 2-D tensors, one column at a time: on CPU torch's
+    row-wise kernel is ~8x slower than a 1-D ``index_add_`` per column (measured, 4 columns)."""
+    for k in range(src.shape[1]):
+        dst[:, k].index_add_(0, index, src[:, k])
+    return dst
 
 
 @dataclass
@@ -402,7 +410,7 @@ class LikelihoodEngine:
             if pcm is None:
                 g_tau.add_(gt.sum(0))
             else:
-                g_tau.view(-1, K).index_add_(0, ii[pcm], gt)
+                index_add_cols(g_tau.view(-1, K), ii[pcm], gt)
         if not need_hessian:
             return
         o = self.o_diag
@@ -432,7 +440,7 @@ class LikelihoodEngine:
             buf[self.o_tt : self.o_tt + K * K].view(K, K).add_(Gw.sum(0)[mx] - G.T @ Gw)
             for a in range(A):
                 o = self.o_te[a]
-                buf[o : o + self.sizes[a] * K].view(-1, K).index_add_(0, ii[a], covx)
+                index_add_cols(buf[o : o + self.sizes[a] * K].view(-1, K), ii[a], covx)
             return
         Lr = self.sizes[pcm]
         htt = buf[self.o_tt : self.o_tt + Lr * K * K].view(Lr, K * K)
@@ -440,9 +448,9 @@ class LikelihoodEngine:
             val = G[:, mx[k]] - G[:, k : k + 1] * G
             if w is not None:
                 val = val * w[:, None]
-            htt[:, k * K : (k + 1) * K].index_add_(0, ii[pcm], val)
+            index_add_cols(htt[:, k * K : (k + 1) * K], ii[pcm], val)
         for a in range(A):
-            hte_pcm[a].index_add_(0, self._key(a, pcm, s, e, Lr), covx)
+            index_add_cols(hte_pcm[a], self._key(a, pcm, s, e, Lr), covx)
 
 
 class GridLikelihoodEngine:
