@@ -44,10 +44,28 @@ LOG=$DIR/gpu_check.log
 STEPS=$(mktemp)
 trap 'rm -f "$STEPS"' EXIT
 : >"$LOG"
-"$PY" - >"$DIR/.machine.json" 2>>"$LOG" <<'EOF'
-import json, platform, subprocess, torch
+"$PY" - 2> >(tee -a "$LOG" >&2) >"$DIR/.machine.json" <<'EOF'
+import json, platform, subprocess, sys, torch
+from importlib.metadata import PackageNotFoundError, version
+
+def v(name):
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+# what the steps use; a missing one is said in the summary, not discovered in a traceback
+names = ["numpy", "scipy", "pandas", "pyarrow", "tqdm", "pytest", "pytest-timeout", "pydantic",
+         "openai", "pyyaml", "transformers", "tokenizers", "accelerate", "peft", "trl",
+         "deepspeed", "vllm", "xgrammar"]
+packages = {n: v(n) for n in names}
+missing = [n for n, x in packages.items() if x is None]
+if missing:
+    print(f"gpu_check: python packages missing on this machine: {', '.join(missing)}",
+          file=sys.stderr)
 if not torch.cuda.is_available():  # GPU_CHECK_CPU_DRY_RUN
-    print(json.dumps({"card": "none (CPU dry run)", "torch": torch.__version__}))
+    print(json.dumps({"card": "none (CPU dry run)", "torch": torch.__version__,
+                      "packages": packages, "missing_packages": missing}))
     raise SystemExit
 p = torch.cuda.get_device_properties(0)
 try:
@@ -57,7 +75,8 @@ except Exception:
     drv = None
 print(json.dumps({"card": p.name, "memory_gib": round(p.total_memory / 2**30, 1),
                   "driver": drv, "torch": torch.__version__, "cuda": torch.version.cuda,
-                  "python": platform.python_version()}))
+                  "python": platform.python_version(), "packages": packages,
+                  "missing_packages": missing}))
 EOF
 
 wanted() { [[ $STEPS_WANTED == *",$1,"* ]]; }
@@ -172,7 +191,10 @@ summary = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "machine"
 
 md = [f"## GPU check {summary['date_utc']} UTC: {machine.get('card')} "
       f"({machine.get('memory_gib')} GiB, driver {machine.get('driver')}, torch {machine.get('torch')}, "
-      f"CUDA {machine.get('cuda')})", "", "| step | status | seconds | note |", "|---|---|---|---|"]
+      f"CUDA {machine.get('cuda')})", ""]
+if machine.get("missing_packages"):
+    md += [f"Python packages missing on this machine: {', '.join(machine['missing_packages'])}", ""]
+md += ["| step | status | seconds | note |", "|---|---|---|---|"]
 for s in steps:
     extra = s.get("note", "")
     if "tests" in s:

@@ -56,6 +56,10 @@ def test_cpu_dry_run_writes_the_summary_and_a_failed_step_sets_the_exit_status(t
     s = json.loads((out / "summary.json").read_text())
     steps = {x["name"]: x for x in s["steps"]}
     assert list(steps) == ["bench_gpu", "vllm"]
+    import numpy
+
+    assert s["machine"]["packages"]["numpy"] == numpy.__version__  # what the machine has
+    assert ("vllm" in s["machine"]["missing_packages"]) is not vllm_here
     bench = steps["bench_gpu"]
     assert bench["status"] == "passed" and bench["seconds"] > 0
     cpu = bench["figures"]["cpu"]
