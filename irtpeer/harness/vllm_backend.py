@@ -182,9 +182,8 @@ class VLLMBackend(Backend):
         )
 
     def chat_batch(self, requests: list[ChatRequest], stats) -> list[ChatResult | CallFailed]:
-        llm = (
-            self._engine()
-        )  # a ConfigError (also a ValueError) here is for the user, not a request's
+        # a ConfigError (also a ValueError) from loading is the user's to see, not a request's
+        llm = self._engine()
         results: list[ChatResult | CallFailed | None] = [None] * len(requests)
         self._submit(llm, requests, list(range(len(requests))), results, stats)
         return results  # type: ignore[return-value]
@@ -201,6 +200,7 @@ class VLLMBackend(Backend):
         so that only the rejected prompts fail."""
         import time
 
+        # fresh parameters for every submission: vLLM writes into them (output kind, backend)
         params = {i: self._params_or_failure(requests[i]) for i in idx}
         for i in [i for i in idx if isinstance(params[i], CallFailed)]:
             results[i] = params[i]
