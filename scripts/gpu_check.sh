@@ -183,7 +183,8 @@ for s in steps:
     if s["name"] == "vllm":
         s["figures"] = load("vllm_gpu.json")
     if s["name"] == "lagdpo":
-        s["figures"] = load("lagdpo/summary.json")
+        # whatever JSON gpu_lagdpo.py wrote at the top of its folder (s/step, memory per config)
+        s["figures"] = {f.name: json.loads(f.read_text()) for f in sorted((d / "lagdpo").glob("*.json"))} or None
 passed = all(s["status"] in ("passed", "skipped") for s in steps)
 summary = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "machine": machine,
            "passed": passed, "steps": steps}
