@@ -44,7 +44,7 @@ LOG=$DIR/gpu_check.log
 STEPS=$(mktemp)
 trap 'rm -f "$STEPS"' EXIT
 : >"$LOG"
-"$PY" - 2> >(tee -a "$LOG" >&2) >"$DIR/.machine.json" <<'EOF'
+"$PY" - 2>>"$LOG" >"$DIR/.machine.json" <<'EOF'
 import json, platform, subprocess, sys, torch
 from importlib.metadata import PackageNotFoundError, version
 
@@ -80,6 +80,8 @@ print(json.dumps({"card": p.name, "memory_gib": round(p.total_memory / 2**30, 1)
 EOF
 
 wanted() { [[ $STEPS_WANTED == *",$1,"* ]]; }
+
+cat "$LOG" >&2  # the machine line(s): missing packages
 
 # run_step NAME BUDGET_S CMD...: the command's output goes to the log; one JSON line per step
 run_step() {
