@@ -333,6 +333,8 @@ class TorchMFRM:
             "n_params": len(F),
             "solver": lay.solver_kind,
             "cg_products": matvecs,
+            "passes": engine.passes,  # passes over the observations (likelihood evaluations)
+            "device_bytes_per_obs": engine.memory()["bytes_per_obs"],
             "seconds": 0.0,
         }
         return x, ev, solver, conv
