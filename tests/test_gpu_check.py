@@ -6,6 +6,8 @@
   goes through the step runner and the summary: the bench's figures reach summary.json and
   summary.md, vLLM is reported as skipped when it is not installed, and a failing step makes the
   exit status 1 while the other steps still run.
+* The CUDA half of benchmarks/bench_gpu.py (the CPU/CUDA comparison and the CUDA row), fed by
+  hand.
 """
 
 from __future__ import annotations
@@ -86,3 +88,52 @@ def test_cpu_dry_run_writes_the_summary_and_a_failed_step_sets_the_exit_status(t
     assert "vllm" in steps and s["passed"] is False
     assert "invalid int value: 'lots'" in (out2 / "gpu_check.log").read_text()
     assert "Overall: FAILED" in (out2 / "summary.md").read_text()
+
+
+def test_bench_gpu_compares_devices_and_prints_the_cuda_row(tmp_path, capsys):
+    """The CUDA half of bench_gpu.py, fed by hand (no GPU here): agreement within the issue's
+    tolerances passes, a difference beyond them or another iteration count fails."""
+    import importlib.util as u
+
+    import pandas as pd
+
+    spec = u.spec_from_file_location("bench_gpu", ROOT / "benchmarks" / "bench_gpu.py")
+    bench = u.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = {
+        "dimension": ["A"] * 3,
+        "facet": ["model", "model", "judge"],
+        "element": ["m1", "m2", "j1"],
+        "measure": [0.5, -0.5, 0.1],
+        "se": [0.1, 0.2, float("nan")],
+    }
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    pd.DataFrame(rows).to_csv(a, index=False)
+    near = dict(rows, measure=[0.5 + 5e-10, -0.5, 0.1], se=[0.1 * (1 + 5e-9), 0.2, float("nan")])
+    pd.DataFrame(near).iloc[::-1].to_csv(b, index=False)  # another row order
+    cpu = {"measures_csv": str(a), "iterations": {"A": 4}}
+    gpu = {"measures_csv": str(b), "iterations": {"A": 4}}
+    c = bench.compare(cpu, gpu)
+    assert c["agree"] and abs(c["max_abs_diff_measure"] - 5e-10) < 1e-12
+    assert abs(c["max_rel_diff_se"] - 5e-9) < 1e-12
+    assert not bench.compare(cpu, {**gpu, "iterations": {"A": 5}})["agree"]
+    pd.DataFrame(dict(rows, measure=[0.5 + 1e-8, -0.5, 0.1])).to_csv(b, index=False)
+    assert not bench.compare(cpu, gpu)["agree"]
+
+    x = {
+        "n": 2_000_000,
+        "fit_s": 1.5,
+        "bytes_per_obs": 96.0,
+        "peak_rss_gb": 1.2,
+        "recovery_corr": 0.98,
+    }
+    bench.print_table(
+        {
+            "cpu": x,
+            "cuda": {**x, "fit_s": 0.3, "cuda_peak_gb": 0.25},
+            "cuda_vs_cpu": c,
+            "speedup": 5.0,
+        }
+    )
+    out = capsys.readouterr().out
+    assert "cuda    2,000,000     0.30" in out and "speed-up 5.0x" in out
