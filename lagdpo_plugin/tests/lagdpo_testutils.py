@@ -182,3 +182,33 @@ def fast_settings(**overrides) -> dict:
     }
     settings.update(overrides)
     return settings
+
+
+def accelerate_env(config: str, num_processes: int, mixed_precision: str = "no") -> dict[str, str]:
+    """The environment `accelerate launch --config_file CONFIG` gives its processes, on CPU.
+
+    Built by accelerate's own launcher code from a shipped (or given) config, with CUDA hidden;
+    the processes are then started by `torch.distributed.run` (accelerate's multi-CPU launcher
+    needs mpirun).
+    """
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env, prepare_multi_gpu_env
+
+    from lagdpo.launch import accelerate_config_path
+
+    argv = ["--config_file", str(accelerate_config_path(config))]
+    argv += ["--num_processes", str(num_processes), "--mixed_precision", mixed_precision, "x.py"]
+    args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(argv))
+    if args.use_deepspeed:  # as accelerate.commands.launch.launch_command sets it
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        _, env = prepare_deepspeed_cmd_env(args)
+    else:
+        env = prepare_multi_gpu_env(args)
+    env.update(
+        CUDA_VISIBLE_DEVICES="",
+        HF_HUB_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        OMP_NUM_THREADS="1",
+        TQDM_DISABLE="1",
+    )
+    return env

@@ -346,6 +346,31 @@ def _check_modpo_margins(cfg, dataset) -> None:
             raise ConfigError(f"modpo_reward_models[{dim!r}] = {str(path)!r} does not exist.")
 
 
+def _prepare_settings(method, config, output_dir, max_steps, ref_model):
+    """Settings and config of a run, checked against the launcher (engine, precision, sharding)
+    before any data or weights are loaded; returns (settings, config, engine)."""
+    if method not in METHODS:
+        raise ConfigError(f"method={method!r} is unknown; choose one of {', '.join(METHODS)}.")
+    settings = load_settings(config)
+    settings.pop("accelerate_config", None)
+    settings["method"] = method
+    settings["output_dir"] = str(output_dir)
+    if max_steps is not None:
+        settings["max_steps"] = int(max_steps)
+    engine = _accelerate_engine(settings)
+    _check_engine_installed(engine)
+    _device_defaults(settings)
+    settings = coerce_settings(settings)  # "5e-3" read from YAML → 0.005, for every method
+    if engine == "fsdp" and ref_model is None and method not in SFT_METHODS:
+        _fsdp_reference_loading(settings)
+    cfg = build_config(settings)  # validates every key, also for the SFT methods
+    if method == "pcgrad-dpo":
+        from .trainer import check_pcgrad_sharding
+
+        check_pcgrad_sharding(engine, _zero_stage(settings), cfg.use_peft)
+    return settings, cfg, engine
+
+
 def train(
     method: str,
     model,
@@ -366,25 +391,7 @@ def train(
     (``lagdpo_config.yaml``) and, for methods with multipliers, ``lambda_history.csv`` with
     columns step, dimension, loss, lambda.
     """
-    if method not in METHODS:
-        raise ConfigError(f"method={method!r} is unknown; choose one of {', '.join(METHODS)}.")
-    settings = load_settings(config)
-    settings.pop("accelerate_config", None)
-    settings["method"] = method
-    settings["output_dir"] = str(output_dir)
-    if max_steps is not None:
-        settings["max_steps"] = int(max_steps)
-    engine = _accelerate_engine(settings)
-    _check_engine_installed(engine)
-    _device_defaults(settings)
-    settings = coerce_settings(settings)  # "5e-3" read from YAML → 0.005, for every method
-    if engine == "fsdp" and ref_model is None and method not in SFT_METHODS:
-        _fsdp_reference_loading(settings)
-    cfg = build_config(settings)  # validates every key, also for the SFT methods
-    if method == "pcgrad-dpo":
-        from .trainer import check_pcgrad_sharding
-
-        check_pcgrad_sharding(engine, _zero_stage(settings), cfg.use_peft)
+    settings, cfg, engine = _prepare_settings(method, config, output_dir, max_steps, ref_model)
     if method != "sacpo":  # SACPO resumes stage by stage (lagdpo.sacpo)
         resume_from_checkpoint = _resolve_resume(resume_from_checkpoint, Path(output_dir))
     loaded = _load_data(method, cfg, data, eval_data)  # before any model weights are loaded
