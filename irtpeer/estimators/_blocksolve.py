@@ -27,6 +27,10 @@ import scipy.sparse as sp
 
 __all__ = ["BlockSchurSolver", "NotPositiveDefinite"]
 
+#: Eliminations whose C (eliminated x remaining) has at most this many cells form the Schur
+#: complement densely (C as a dense array: 160 MB at most).
+_DENSE_PRODUCT_CELLS = 20_000_000
+
 
 class NotPositiveDefinite(np.linalg.LinAlgError):
     """The matrix is singular or indefinite (an unidentified design)."""
@@ -104,9 +108,15 @@ class BlockSchurSolver:
                     f"{len(bad)} parameter(s) carry no information", null_vector=vec
                 )
             C = M[b_local][:, rest_local].tocsr()
-            W = sp.diags(1.0 / d) @ C
-            W = sp.csr_matrix(W)
-            S = M[rest_local][:, rest_local] - (C.T @ W)
+            W = C.copy()  # D^{-1} C: each row scaled (no sparse product)
+            W.data *= np.repeat(1.0 / d, np.diff(W.indptr))
+            if len(b_local) * len(rest_local) <= _DENSE_PRODUCT_CELLS:
+                # a small remainder (the everyday design: a few dozen models, judges, items):
+                # C^T D^{-1} C by BLAS, ~10x faster than a sparse product with C's 1.5 M entries
+                Cd = C.toarray()
+                S = M[rest_local][:, rest_local].toarray() - Cd.T @ W.toarray()
+            else:
+                S = M[rest_local][:, rest_local] - (C.T @ W)
             self.levels.append(_Level(b_local, rest_local, d, W))
             self._order.append(cur[b_local])
             M = sp.csr_matrix(S)
