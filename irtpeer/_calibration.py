@@ -360,24 +360,77 @@ def _add_raw_and_z(scores: pd.DataFrame, ratings: Ratings, dims: list[str], mode
             scores[f"{prefix}_{name}"] = sum(scores[f"{prefix}_{p}"] for p in parts) / len(parts)
 
 
+#: Judgments per slice in the per-judgment passes below (a few MB of temporaries each).
+_STEP = 1 << 22
+
+
+def _labels_codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes of a label column and the labels as text (a categorical's own codes)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col.cat.codes.to_numpy(), pd.Index(col.cat.categories.astype(str))
+    codes, uniques = pd.factorize(col, sort=False)
+    return codes, pd.Index(uniques).astype(str)
+
+
+def _sums(groups: np.ndarray, n: int, per_slice) -> np.ndarray:
+    """``bincount(groups, weights=per_slice(slice))`` summed slice by slice (no float64 copy of
+    a per-judgment array); ``per_slice`` returning ``None`` counts."""
+    out = np.zeros(n)
+    for s in range(0, len(groups), _STEP):
+        sl = slice(s, s + _STEP)
+        out += np.bincount(groups[sl], weights=per_slice(sl), minlength=n)
+    return out
+
+
+def _judge_moments(j: np.ndarray, n_j: int, score: np.ndarray):
+    """Mean and 1/SD (ddof 1) of the scores of every judge; 1/SD is 0 where the SD is 0 or
+    undefined (such a judge's standardised scores count as 0). Integer scores make the sums
+    exact, so the variance is computed without cancellation."""
+    count = np.bincount(j, minlength=n_j)
+    s1 = _sums(j, n_j, lambda sl: score[sl])
+    s2 = _sums(j, n_j, lambda sl: np.square(score[sl], dtype=np.float64))
+    mean = np.divide(s1, count, out=np.zeros(n_j), where=count > 0)
+    inv_sd = np.zeros(n_j)
+    for k in np.flatnonzero(count > 1):
+        num = int(count[k]) * int(s2[k]) - int(s1[k]) ** 2  # exact: integer scores
+        if num > 0:
+            inv_sd[k] = 1.0 / np.sqrt(num / (int(count[k]) * (int(count[k]) - 1)))
+    return mean, inv_sd
+
+
 def _raw_and_z(ratings: Ratings, dims: list[str]):
-    """Raw mean score per model and dimension, and the mean of per-judge standardised scores."""
-    df = ratings.data
-    person = ratings.person
+    """Raw mean score per model and dimension, and the mean of per-judge standardised scores.
+
+    Computed from integer codes with weighted counts slice by slice: a few passes over the
+    judgments and no per-judgment float64 array (the same numbers as a groupby, which held
+    several of them)."""
     raw, z = {}, {}
-    has_judge = "judge" in df.columns and "judge" in ratings.facets
+    has_judge = "judge" in ratings.data.columns and "judge" in ratings.facets
     for d in dims:
-        sub = ratings.dimension_frame(d)
-        w = sub["_weight"]
-        s = sub["_score"].astype(float)
-        raw[d] = (s * w).groupby(sub[person]).sum() / w.groupby(sub[person]).sum()
-        if has_judge:
-            grp = s.groupby(sub["judge"])
-            mu = grp.transform("mean")
-            sd = grp.transform("std").fillna(0.0)
-            zz = ((s - mu) / sd.where(sd > 0, np.nan)).fillna(0.0)
-            z[d] = (zz * w).groupby(sub[person]).sum() / w.groupby(sub[person]).sum()
+        raw[d], z[d] = _raw_and_z_one(ratings, ratings.dimension_frame(d), has_judge)
     return raw, (z if has_judge else None)
+
+
+def _raw_and_z_one(ratings: Ratings, sub: pd.DataFrame, has_judge: bool):
+    w = ratings.weights(sub)
+    score = sub["_score"].to_numpy()
+    p, labels = _labels_codes(sub[ratings.person])
+    n = len(labels)
+    wsum = _sums(p, n, (lambda sl: None) if w is None else (lambda sl: w[sl]))
+    tot = _sums(p, n, (lambda sl: score[sl]) if w is None else (lambda sl: w[sl] * score[sl]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        raw = pd.Series(tot / wsum, index=labels)
+    if not has_judge:
+        return raw, None
+    j, jl = _labels_codes(sub["judge"])
+    mean, inv_sd = _judge_moments(j, len(jl), score)
+
+    def zz(sl):
+        out = (score[sl] - mean[j[sl]]) * inv_sd[j[sl]]
+        return out if w is None else out * w[sl]
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return raw, pd.Series(_sums(p, n, zz) / wsum, index=labels)
 
 
 def _format_scores(scores: pd.DataFrame, person: str, dims: list[str]) -> str:

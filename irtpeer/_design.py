@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-from scipy.sparse.csgraph import connected_components
 
 from ._errors import DesignError, RatingsError
 from .ratings import Ratings, describe_rows
@@ -77,11 +75,34 @@ class DimensionDesign:
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes (sorted labels) and the labels; unused categories are dropped."""
-    cat = pd.Categorical(values)
-    if len(cat.categories) and np.bincount(cat.codes, minlength=len(cat.categories)).min() == 0:
-        cat = cat.remove_unused_categories()
-    return cat.codes.astype(np.int64), np.asarray(cat.categories.astype(str))
+    """int32 codes and the labels (sorted, or a categorical's own order); unused categories are
+    dropped. A categorical column's codes are used as they are (no hashing of the labels)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes, cats = values.cat.codes.to_numpy(), values.cat.categories
+    else:
+        cat = pd.Categorical(values)
+        codes, cats = cat.codes, cat.categories
+    used = np.bincount(codes, minlength=len(cats)) > 0 if len(codes) else np.zeros(0, bool)
+    if not used.all():
+        codes = (np.cumsum(used) - 1).astype(np.int32)[codes]
+        cats = cats[used]
+    return codes.astype(np.int32, copy=False), np.asarray(cats.astype(str))
+
+
+def _category_index(raw: np.ndarray, cats: np.ndarray) -> np.ndarray:
+    """Category 0..K of every score, in the scores' own compact integer type (no int64 copy):
+    the scores themselves when they are 0..K, a shift when the categories are consecutive."""
+    small = np.int8 if len(cats) <= 127 else np.int32
+    if np.array_equal(cats, np.arange(len(cats))):
+        return raw
+    if int(cats[-1]) - int(cats[0]) == len(cats) - 1:
+        # wrap-around arithmetic in the small type is exact: every result lies in 0..K
+        return np.subtract(raw, int(cats[0]), dtype=small, casting="unsafe")
+    out = np.empty(len(raw), dtype=small)
+    step = 1 << 24
+    for s in range(0, len(raw), step):
+        out[s : s + step] = np.searchsorted(cats, raw[s : s + step])
+    return out
 
 
 def _n_distinct(col: pd.Series) -> int:
@@ -142,7 +163,7 @@ def check_connected(dimension: str, names: list[str], labels: list[np.ndarray], 
     for a in range(A):
         if a == hub:
             continue
-        key = idx[hub] * sizes[a] + idx[a]
+        key = idx[hub].astype(np.int64) * sizes[a] + idx[a]
         if sizes[hub] * sizes[a] <= (1 << 26):
             nz = np.flatnonzero(np.bincount(key, minlength=sizes[hub] * sizes[a]))
         else:
@@ -152,6 +173,9 @@ def check_connected(dimension: str, names: list[str], labels: list[np.ndarray], 
     n = int(off[-1])
     if not rows:
         return
+    import scipy.sparse as sp  # only here: importing irtpeer needs no scipy
+    from scipy.sparse.csgraph import connected_components
+
     r = np.concatenate(rows)
     c = np.concatenate(cols)
     G = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(n, n))
@@ -243,6 +267,7 @@ def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
             first = np.zeros(len(person_labels), dtype=np.int64)
             first[p_codes] = m_codes
             person_model = first
+            del resp, m_codes
             person_facet = "response"
         else:
             p_codes, person_labels = _codes(df[ratings.person])
@@ -263,7 +288,7 @@ def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
         sizes = [len(lab) for lab in labels]
 
         raw = df["_score"].to_numpy()
-        cats = _distinct_scores(raw)
+        cats = _distinct_scores(raw).astype(np.int64)
         if len(cats) < 2:
             raise RatingsError(
                 f"every score in dimension {dim!r} is {cats[0]}: with a single category there is "
@@ -292,12 +317,9 @@ def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
                 f"{cats[0]} and {cats[-1]} are never observed; the scale uses the observed "
                 f"categories {', '.join(map(str, cats))} as consecutive steps"
             )
-        if raw.dtype == np.int64 and np.array_equal(cats, np.arange(len(cats))):
-            x = raw  # scores already 0..K: the categories themselves, no copy
-        else:
-            x = np.searchsorted(cats, raw).astype(np.int64)
-        w = df["_weight"].to_numpy(dtype=np.float64)
-        w = None if np.all(w == 1.0) else w
+        x = _category_index(raw, cats)
+        w = ratings.weights(df)
+        w = None if w is None or np.all(w == 1.0) else w
         check_connected(dim, [person_facet, *facet_names], labels, idx, sizes)
         pcm = None
         if scale == "pcm":

@@ -47,11 +47,14 @@ def read_table(
     *,
     error: type[IrtpeerError] = IrtpeerError,
     empty_as_missing: bool = True,
+    categorical: tuple[str, ...] | list[str] = (),
 ) -> pd.DataFrame:
     """Read a table by extension; raise ``error`` naming ``what`` and the file when it cannot.
 
     In CSV/TSV files every column is read as text and only an empty cell is missing (``NaN``
-    when ``empty_as_missing``, else the empty string).
+    when ``empty_as_missing``, else the empty string). The text columns of a parquet file named
+    in ``categorical`` come in as categoricals (integer codes and one copy of each label), read
+    column by column without a second copy of the table (see :func:`_read_parquet`).
     """
     p = Path(path)
     if not p.exists():
@@ -62,7 +65,7 @@ def read_table(
     na = {"keep_default_na": False, "na_values": [""] if empty_as_missing else []}
     try:
         if ext in (".parquet", ".pq"):
-            return pd.read_parquet(p)
+            return _read_parquet(p, categorical)
         if ext in (".csv", ".txt"):
             return pd.read_csv(p, dtype=str, **na)
         if ext == ".tsv":
@@ -78,6 +81,38 @@ def read_table(
         f"unknown {what} file type {ext!r} for {str(p)!r}: use "
         f"{', '.join(s for s in TABLE_SUFFIXES if s not in ('.pq', '.txt', '.ndjson'))}"
     )
+
+
+def _read_parquet(path: Path, categorical=()) -> pd.DataFrame:
+    """A parquet file as a DataFrame, text columns in ``categorical`` as categoricals.
+
+    Arrow's buffers are released column by column as pandas takes them over
+    (``self_destruct``), so the peak is about one copy of the table, not two, and the freed
+    memory goes back to the system. Columns a pandas writer stored as categoricals stay so.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    text = [f.name for f in schema if f.name in set(categorical)
+            and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
+    table = pq.read_table(path, read_dictionary=text or None)
+    try:
+        df = table.to_pandas(self_destruct=True, split_blocks=True, types_mapper=_types_mapper())
+    finally:
+        del table
+        pa.default_memory_pool().release_unused()
+    return df
+
+
+def _types_mapper():
+    """The string dtype ``pd.read_parquet`` gives text columns in this pandas (``str`` in 3.x)."""
+    import pyarrow as pa
+
+    if pd.api.types.is_object_dtype(pd.Series(["a"]).dtype):
+        return None
+    dtype = pd.Series(["a"]).dtype
+    return {pa.string(): dtype, pa.large_string(): dtype}.get
 
 
 def parse_settings(text: str, suffix: str, where: str, *, error: type[IrtpeerError] = IrtpeerError):

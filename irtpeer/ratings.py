@@ -35,9 +35,10 @@ def describe_rows(idx, limit: int = 5) -> str:
     return f"data row{'s' if len(idx) > 1 else ''} {shown}{more}"
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a parquet or CSV/TSV ratings file; in a CSV only an empty cell is missing."""
-    return _io.read_table(path, "ratings", error=RatingsError)
+def read_table(path: str | os.PathLike, categorical=()) -> pd.DataFrame:
+    """Read a parquet or CSV/TSV ratings file; in a CSV only an empty cell is missing. Text
+    columns of a parquet file named in ``categorical`` are read as categoricals."""
+    return _io.read_table(path, "ratings", error=RatingsError, categorical=categorical)
 
 
 @dataclass
@@ -45,8 +46,9 @@ class Ratings:
     """A validated ratings table and how its columns map to the model.
 
     ``data`` holds the person, facet and dimension columns under their original names, the score
-    as integers in ``_score`` and an observation weight in ``_weight`` (1 unless duplicated
-    judgments were averaged). Extra columns are kept.
+    as integers in ``_score`` (the smallest integer type that holds them: int8 for 0/1) and,
+    only when duplicated judgments were averaged, an observation weight in ``_weight`` (read it
+    with :meth:`weights`: ``None`` means every weight is 1). Extra columns are kept.
     """
 
     data: pd.DataFrame
@@ -62,6 +64,14 @@ class Ratings:
     #: the ``score_range`` the user declared, if any
     score_range: tuple[int, int] | None = None
 
+    def weights(self, frame: pd.DataFrame | None = None) -> np.ndarray | None:
+        """Observation weights (float64) of ``frame`` (default: all of ``data``), or ``None``
+        when every weight is 1 (no ``_weight`` column: nothing per judgment in memory)."""
+        frame = self.data if frame is None else frame
+        if "_weight" not in frame.columns:
+            return None
+        return frame["_weight"].to_numpy(dtype=np.float64)
+
     def file_rows(self, positions) -> np.ndarray:
         """Data rows in the file of rows ``positions`` of ``data`` (for messages)."""
         positions = np.asarray(positions, dtype=np.int64)
@@ -71,12 +81,22 @@ class Ratings:
     def dimensions(self) -> list[str]:
         if self.dimension is None:
             return ["all"]
-        return sorted(self.data[self.dimension].astype(str).unique())
+        col = self.data[self.dimension]
+        if isinstance(col.dtype, pd.CategoricalDtype):  # used categories, without a string per row
+            used = np.bincount(col.cat.codes.to_numpy(), minlength=len(col.cat.categories)) > 0
+            return sorted({str(c) for c in col.cat.categories[used]})
+        return sorted(col.astype(str).unique())
 
     def dimension_frame(self, dim: str) -> pd.DataFrame:
         if self.dimension is None:
             return self.data
-        return self.data[self.data[self.dimension].astype(str) == dim]
+        col = self.data[self.dimension]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            match = np.flatnonzero(col.cat.categories.astype(str) == dim)
+            mask = np.isin(col.cat.codes.to_numpy(), match)
+        else:
+            mask = (col.astype(str) == dim).to_numpy()
+        return self.data if mask.all() else self.data[mask]
 
     def __len__(self) -> int:
         return len(self.data)
@@ -88,12 +108,28 @@ class Ratings:
         )
 
 
-def _coerce_scores(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Return (integer scores, null mask); raise on anything that is not an integer."""
+def compact_int(values: np.ndarray) -> np.ndarray:
+    """``values`` in the smallest signed integer type that holds them (int8 for 0/1 scores):
+    one byte per judgment instead of eight. No copy when the type is already that small."""
+    if len(values) == 0:
+        return values.astype(np.int8)
+    lo, hi = int(values.min()), int(values.max())
+    for t in (np.int8, np.int16, np.int32):
+        info = np.iinfo(t)
+        if info.min <= lo and hi <= info.max:
+            if values.dtype.kind == "i" and values.dtype.itemsize <= np.dtype(t).itemsize:
+                return values
+            return values.astype(t)
+    return values.astype(np.int64, copy=False)
+
+
+def _coerce_scores(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return (integer scores in a compact type, null mask or ``None`` when there is no null);
+    raise on anything that is not an integer."""
     s = values
     if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iu":
         # plain integers (a parquet int8 column of 100 M scores): no nulls, nothing to convert
-        return s.to_numpy().astype(np.int64, copy=False), np.zeros(len(s), dtype=bool)
+        return compact_int(s.to_numpy()), None
     if not pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         # a score (not a name) written as NA/null/None/nan by R or pandas is a missing judgment
         text = s.astype("string").str.strip()
@@ -128,7 +164,7 @@ def _coerce_scores(values: pd.Series, column: str) -> tuple[np.ndarray, np.ndarr
         raise RatingsError(f"column {column!r} has infinite scores in {describe_rows(np.flatnonzero(inf))}")
     out = np.zeros(len(f), dtype=np.int64)
     out[~null] = np.round(f[~null]).astype(np.int64)
-    return out, null
+    return compact_int(out), (null if null.any() else None)
 
 
 def _as_labels(col: pd.Series) -> pd.Series:
@@ -237,7 +273,9 @@ def load_ratings(
         src = "<DataFrame>"
     else:
         src = str(source)
-        df = read_table(source)
+        names = facets.split(",") if isinstance(facets, str) else (facets or DEFAULT_FACETS)
+        # the label columns as integer codes (a few bytes per judgment, not a string each)
+        df = read_table(source, categorical=[person, dimension, *[str(f).strip() for f in names]])
     if duplicates not in _DUPLICATE_POLICIES:
         raise RatingsError(
             f"duplicates={duplicates!r} is not one of {', '.join(_DUPLICATE_POLICIES)}"
@@ -294,7 +332,9 @@ def load_ratings(
     values, null = _coerce_scores(df[score], score)
     if score_range is not None:
         lo, hi = int(score_range[0]), int(score_range[1])
-        out = (~null) & ((values < lo) | (values > hi))
+        out = (values < lo) | (values > hi)
+        if null is not None:
+            out &= ~null
         if out.any():
             idx = np.flatnonzero(out)
             vals = ", ".join(str(v) for v in sorted(pd.unique(values[out]))[:10])
@@ -304,11 +344,14 @@ def load_ratings(
                 f"or change the range"
             )
     kept_rows = None
-    if n_null := int(null.sum()):
+    n_null = 0 if null is None else int(null.sum())
+    if n_null:
         kept_rows = np.flatnonzero(~null)
         df = df.loc[~null].copy()
-    df["_score"] = values[~null] if n_null else values
-    df["_weight"] = 1.0
+        values = compact_int(values[~null])
+    del null
+    df["_score"] = values  # no weight column: every weight is 1 unless averaged below
+    del values
     df.reset_index(drop=True, inplace=True)
     if len(df) == 0:
         raise RatingsError(

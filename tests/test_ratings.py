@@ -75,7 +75,8 @@ def test_non_integer_scores_name_values_and_rows():
     with pytest.raises(RatingsError, match=r"1 non-numeric score\(s\) \('yes'\) in data row 2"):
         irtpeer.load_ratings(df)
     df["score"] = [1.0, 0.0, 0.0, 1.0, 1.0, 0.0]  # integer-valued floats are fine
-    assert irtpeer.load_ratings(df).data["_score"].dtype == np.int64
+    r = irtpeer.load_ratings(df)
+    assert r.data["_score"].dtype == np.int8 and r.data["_score"].tolist() == [1, 0, 0, 1, 1, 0]
 
 
 def test_out_of_range_scores():
@@ -143,3 +144,62 @@ def test_the_callers_frame_is_not_modified():
     before = df.copy()
     irtpeer.load_ratings(df)
     pd.testing.assert_frame_equal(df, before)
+
+
+def test_scores_labels_and_weights_are_held_compactly(tmp_path):
+    """A few bytes per judgment: scores in the smallest integer type, no weight column unless
+    judgments were averaged, parquet text labels as categorical codes, int32 design codes."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from irtpeer._design import build_designs
+
+    sim = irtpeer.simulate(models=4, questions=12, judges=3, dimensions=["A", "E"], seed=2).ratings
+    sim["note"] = "free text"
+    # written by Arrow itself (no pandas metadata): plain text columns in the file
+    pq.write_table(pa.Table.from_pandas(sim, preserve_index=False).replace_schema_metadata(),
+                   tmp_path / "r.parquet")
+    r = irtpeer.load_ratings(tmp_path / "r.parquet")
+    for col in ("model", "question", "judge", "item", "dimension"):
+        assert isinstance(r.data[col].dtype, pd.CategoricalDtype), col
+        assert r.data[col].cat.codes.dtype == np.int8
+    assert not isinstance(r.data["note"].dtype, pd.CategoricalDtype)  # other columns as they were
+    assert r.data["_score"].dtype == np.int8 and "_weight" not in r.data and r.weights() is None
+    ref = irtpeer.load_ratings(sim)  # the same judgments from a DataFrame of strings
+    assert r.dimensions == ref.dimensions == ["A", "E"]
+    for d in r.dimensions:
+        a, b = r.dimension_frame(d), ref.dimension_frame(d)
+        assert a["model"].astype(str).tolist() == b["model"].astype(str).tolist()
+        assert a["_score"].tolist() == b["_score"].tolist()
+    design = build_designs(r, irtpeer.ModelSpec())[0]
+    assert all(c.dtype == np.int32 for c in design.data.idx) and design.data.x.dtype == np.int8
+    assert design.data.w is None
+
+    wide = table(6)
+    wide["score"] = [0, 1000, 5, 7, 1000, 0]
+    assert irtpeer.load_ratings(wide).data["_score"].dtype == np.int16
+    dup = irtpeer.load_ratings(pd.concat([table(), table().iloc[:1]]), duplicates="mean")
+    assert sorted(dup.weights().tolist()) == [0.5, 0.5, 1.0, 1.0, 1.0]
+
+
+def test_raw_and_z_columns_match_a_groupby(tmp_path):
+    """raw_* = weighted mean score per model; z_* = weighted mean of the scores standardised
+    within each judge (mean, SD with ddof 1), computed here with pandas groupby."""
+    sim = irtpeer.simulate(models=5, questions=20, judges=3, dimensions=["E", "T", "A", "C"], categories=4,
+                           seed=4).ratings
+    df = pd.concat([sim, sim.iloc[:30]], ignore_index=True)  # 30 judgments given twice
+    r = irtpeer.load_ratings(df, duplicates="mean")
+    cal = irtpeer.TorchMFRM().fit(r).calibration_
+    rows = df[df["score"].notna()].copy()
+    key = ["model", "question", "judge", "item", "dimension"]
+    rows["w"] = 1.0 / rows.groupby(key)["score"].transform("size")
+    rows["s"] = rows["score"].astype(float)
+    for d, sub in rows.groupby("dimension"):
+        g = sub.groupby("judge")["s"]
+        z = (sub["s"] - g.transform("mean")) / g.transform("std")
+        raw = (sub["s"] * sub["w"]).groupby(sub["model"]).sum() / sub.groupby("model")["w"].sum()
+        zm = (z * sub["w"]).groupby(sub["model"]).sum() / sub.groupby("model")["w"].sum()
+        got = cal.scores.set_index("model")
+        np.testing.assert_allclose(got[f"raw_{d}"].reindex(raw.index), raw, rtol=1e-12)
+        np.testing.assert_allclose(got[f"z_{d}"].reindex(zm.index), zm, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cal.scores["z_peer"], (cal.scores["z_E"] + cal.scores["z_C"]) / 2)

@@ -16,10 +16,12 @@ used as consecutive steps ``0..K`` exactly as the estimators do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 
+from .._design import _category_index, _distinct_scores
 from .._errors import IrtpeerError
 
 __all__ = ["DimensionModel", "anchored_shift", "dimension_models", "model_probabilities"]
@@ -30,7 +32,13 @@ RESPONSE_FACET = "response"
 
 @dataclass
 class DimensionModel:
-    """One dimension's observations with everything the fitted model says about them."""
+    """One dimension's observations with everything the fitted model says about them.
+
+    Per observation only compact arrays are held (int32 codes, the category index in the
+    scores' small integer type); the linear predictor ``eta`` and the weights ``w`` are formed
+    on first use, and :meth:`slices` gives the same numbers for slices of the observations so
+    that a pass over 100 M judgments holds a few bytes per judgment.
+    """
 
     dimension: str
     scale: str
@@ -38,14 +46,13 @@ class DimensionModel:
     frame: pd.DataFrame  # the dimension's rows of Ratings.data (original columns)
     facets: list[str]  # model facets as named in the measures table, the person facet first
     columns: list[str]  # the ratings column (or composite key) behind each facet
-    codes: list[np.ndarray]  # per facet: element index of each observation
+    codes: list[np.ndarray]  # per facet: element index of each observation (int32)
     elements: list[np.ndarray]  # per facet: element labels (the measures table's order)
     measure: list[np.ndarray]  # per facet: measure of each element
     extreme: list[np.ndarray]  # per facet: True where the element's status is extreme
-    x: np.ndarray  # category index 0..K per observation
-    w: np.ndarray  # observation weight
-    eta: np.ndarray  # linear predictor per observation
-    cum: np.ndarray  # cumulative thresholds: (1 or n_obs, K+1), first column 0
+    x: np.ndarray  # category index 0..K per observation (a small integer type)
+    weights: np.ndarray | None  # observation weights; None when every weight is 1
+    cum_table: np.ndarray  # cumulative thresholds (1 or pcm elements, K+1), first column 0
     tau_codes: np.ndarray | None  # partial credit: thresholds row of each observation
     pcm_facet: str | None
 
@@ -57,28 +64,68 @@ class DimensionModel:
     def n(self) -> int:
         return len(self.x)
 
+    @cached_property
+    def w(self) -> np.ndarray:
+        """Observation weights (ones when none were given)."""
+        return np.ones(self.n) if self.weights is None else self.weights
+
+    @cached_property
+    def eta(self) -> np.ndarray:
+        """Linear predictor per observation."""
+        return self.eta_of(slice(None))
+
+    def eta_of(self, sl: slice) -> np.ndarray:
+        """Linear predictor of the observations ``sl``."""
+        eta = self.measure[0][self.codes[0][sl]]
+        for c, v in zip(self.codes[1:], self.measure[1:]):
+            eta -= v[c[sl]]
+        return eta
+
+    @property
+    def cum(self) -> np.ndarray:
+        """Cumulative thresholds: (1, K+1) or, partial credit, (n_obs, K+1)."""
+        return self.cum_table if self.tau_codes is None else self.cum_table[self.tau_codes]
+
+    def slices(self, step: int = 1 << 20):
+        """Slices of the observations, ``step`` at a time."""
+        return (slice(s, min(s + step, self.n)) for s in range(0, self.n, step))
+
+    def touches_extreme_of(self, sl: slice) -> np.ndarray:
+        """Observations ``sl`` involving an element with an extreme score."""
+        out = np.zeros(len(self.x[sl]), dtype=bool)
+        for code, ext in zip(self.codes, self.extreme):
+            if ext.any():
+                out |= ext[code[sl]]
+        return out
+
     @property
     def touches_extreme(self) -> np.ndarray:
         """Observations involving an element with an extreme score (set aside when fitting)."""
-        out = np.zeros(self.n, dtype=bool)
-        for code, ext in zip(self.codes, self.extreme):
-            out |= ext[code]
-        return out
+        return self.touches_extreme_of(slice(None))
 
     def cum_rows(self, obs: np.ndarray | slice | None = None) -> np.ndarray:
         """Cumulative thresholds for the given observations ((K+1,) or (n, K+1))."""
-        if self.cum.shape[0] == 1:
-            return self.cum[0]
-        return self.cum if obs is None else self.cum[obs]
+        if self.tau_codes is None:
+            return self.cum_table[0]
+        return self.cum if obs is None else self.cum_table[self.tau_codes[obs]]
 
-    def moments(self, shift: np.ndarray | float = 0.0):
-        """Expected score, variance and 4th central moment of every observation at ``eta+shift``."""
-        P = model_probabilities(self.eta + shift, self.cum_rows(), self.K)
+    def moments(self, shift: np.ndarray | float = 0.0, sl: slice | None = None, *,
+                probabilities: bool = True):
+        """Category probabilities, expected score, variance and 4th central moment of every
+        observation (or of the observations ``sl``) at ``eta+shift`` (``P`` is ``None`` for a
+        binary scale when ``probabilities`` is false)."""
+        eta = self.eta if sl is None else self.eta_of(sl)
+        if self.K == 1:  # Bernoulli: closed forms, no (n, 2) temporaries
+            E = 1.0 / (1.0 + np.exp(-(eta + shift)))
+            W = E * (1.0 - E)
+            P = np.stack([1.0 - E, E], axis=1) if probabilities else None
+            return P, E, W, W * (1.0 - 3.0 * W)
+        P = model_probabilities(eta + shift, self.cum_rows(sl), self.K)
         kv = np.arange(self.K + 1, dtype=float)
         E = P @ kv
-        d = kv[None, :] - E[:, None]
-        W = np.einsum("ik,ik->i", P, d * d)
-        C = np.einsum("ik,ik->i", P, d**4)
+        d2 = np.square(kv[None, :] - E[:, None])
+        W = np.einsum("ik,ik->i", P, d2)
+        C = np.einsum("ik,ik->i", P, d2 * d2)
         return P, E, W, C
 
 
@@ -93,17 +140,23 @@ def model_probabilities(eta: np.ndarray, cum: np.ndarray, K: int) -> np.ndarray:
 
 
 def _lookup(elements: pd.Index, values: pd.Series, facet: str, dim: str) -> np.ndarray:
-    # factorise first: the labels are matched once per distinct value, not once per judgment
-    # (categorical or Arrow string columns of millions of rows are never turned into objects)
-    codes, uniques = pd.factorize(values, sort=False)
+    """Position in ``elements`` of every value, as int32. Labels are matched once per distinct
+    value (a categorical's own codes, or after factorising): columns of millions of rows are
+    never turned into strings."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories
+        used = np.bincount(codes, minlength=len(uniques)) > 0
+    else:
+        codes, uniques = pd.factorize(values, sort=False)
+        used = np.ones(len(uniques), dtype=bool)
     pos = elements.get_indexer(pd.Index(uniques).astype(str))
-    if (pos < 0).any():
-        bad = pd.Index(uniques).astype(str)[pos < 0][0]
+    if (pos[used] < 0).any():
+        bad = pd.Index(uniques).astype(str)[used & (pos < 0)][0]
         raise IrtpeerError(
             f"the ratings do not match the calibration: {facet} {bad!r} of dimension {dim!r} has "
             f"no measure; pass the Ratings the calibration was fitted to"
         )
-    return pos[codes]
+    return pos.astype(np.int32)[codes]
 
 
 def _person_key(cal, ratings, frame: pd.DataFrame, person_facet: str) -> pd.Series:
@@ -145,17 +198,14 @@ def _dimension_model(cal, ratings, d: str) -> DimensionModel:
         elements.append(idx.to_numpy())
         measure.append(m["measure"].to_numpy(dtype=float))
         extreme.append(m["status"].astype(str).str.startswith("extreme").to_numpy())
-    eta = measure[0][codes[0]].copy()
-    for c, v in zip(codes[1:], measure[1:]):
-        eta -= v[c]
     cats = np.asarray(cal.meta["categories"][d], dtype=np.int64)
     score = frame["_score"].to_numpy()
-    x = np.searchsorted(cats, score)
-    if (x >= len(cats)).any() or (cats[np.minimum(x, len(cats) - 1)] != score).any():
+    if not np.isin(_distinct_scores(score), cats).all():
         raise IrtpeerError(
             f"the ratings do not match the calibration: dimension {d!r} has scores outside its "
             f"categories {', '.join(map(str, cats))}"
         )
+    x = _category_index(score, cats)
     K = len(cats) - 1
     scale = cal.meta.get("scales", {}).get(d, "binary" if K == 1 else "rsm")
     thr = meas[meas["facet"] == "threshold"]
@@ -172,7 +222,7 @@ def _dimension_model(cal, ratings, d: str) -> DimensionModel:
             tau[i] = [lookup.get(f"{e}:{c}", np.nan) for c in cats[1:]]
         if np.isnan(tau).any():
             raise IrtpeerError(f"dimension {d!r}: partial-credit thresholds missing in measures")
-        cum = np.concatenate([np.zeros((len(el), 1)), np.cumsum(tau, 1)], 1)[tau_codes]
+        cum = np.concatenate([np.zeros((len(el), 1)), np.cumsum(tau, 1)], 1)
     else:
         lookup = dict(zip(thr["element"].astype(str), thr["measure"].astype(float)))
         tau = np.array([lookup.get(str(c), np.nan) for c in cats[1:]])
@@ -181,9 +231,8 @@ def _dimension_model(cal, ratings, d: str) -> DimensionModel:
         cum = np.concatenate([[0.0], np.cumsum(tau)])[None, :]
     return DimensionModel(
         dimension=d, scale=scale, categories=cats, frame=frame, facets=facets, columns=columns,
-        codes=codes, elements=elements, measure=measure, extreme=extreme, x=x.astype(np.int64),
-        w=frame["_weight"].to_numpy(dtype=float), eta=eta, cum=cum, tau_codes=tau_codes,
-        pcm_facet=pcm_facet,
+        codes=codes, elements=elements, measure=measure, extreme=extreme, x=x,
+        weights=ratings.weights(frame), cum_table=cum, tau_codes=tau_codes, pcm_facet=pcm_facet,
     )
 
 

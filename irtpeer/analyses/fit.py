@@ -44,44 +44,101 @@ def wilson_hilferty(mnsq, q):
         return (np.cbrt(mnsq) - 1.0) * (3.0 / q) + q / 3.0
 
 
-def _weighted_corr(g, a, b, w, n):
-    sw = np.bincount(g, weights=w, minlength=n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ma = np.bincount(g, weights=w * a, minlength=n) / sw
-        mb = np.bincount(g, weights=w * b, minlength=n) / sw
-        da, db = a - ma[g], b - mb[g]
-        sab = np.bincount(g, weights=w * da * db, minlength=n)
-        saa = np.bincount(g, weights=w * da * da, minlength=n)
-        sbb = np.bincount(g, weights=w * db * db, minlength=n)
-        r = sab / np.sqrt(saa * sbb)
-    return np.where((saa > 1e-12) & (sbb > 1e-12), r, np.nan)
+#: Per-element sums of the first pass (names of :func:`_first_pass` rows).
+_SUMS = ("sw", "sw2", "swW", "out", "inf", "qout", "qin", "swx", "sweta")
 
 
-def _element_fit(g, n, y, W, C, w, x, eta):
-    sw = np.bincount(g, weights=w, minlength=n)
-    sw2 = np.bincount(g, weights=w * w, minlength=n)
-    swW = np.bincount(g, weights=w * W, minlength=n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        outfit = np.bincount(g, weights=w * y * y / W, minlength=n) / sw
-        infit = np.bincount(g, weights=w * y * y, minlength=n) / swW
-        q_out = np.sqrt(np.maximum(np.bincount(g, weights=w * w * C / W**2, minlength=n) - sw2,
-                                   0.0)) / sw
-        q_in = np.sqrt(np.maximum(np.bincount(g, weights=w * w * (C - W * W), minlength=n), 0.0))
-        q_in = q_in / swW
-    return {
-        "infit": infit,
-        "outfit": outfit,
-        "infit_z": wilson_hilferty(infit, q_in),
-        "outfit_z": wilson_hilferty(outfit, q_out),
-        "ptmeasure": _weighted_corr(g, x, eta, w, n),
-    }
+class _Accumulator:
+    """Per-element sums over the kept observations, slice by slice: memory is the slice's
+    temporaries (and one byte per judgment for the kept mask when some are set aside), not
+    several float64 arrays per judgment."""
 
+    def __init__(self, dm):
+        self.dm = dm
+        self.first = [np.zeros((len(_SUMS), len(e))) for e in dm.elements]
+        self.second = [np.zeros((3, len(e))) for e in dm.elements]
+        self.keep: dict[int, np.ndarray] = {}  # slice start -> kept mask, when not all kept
 
-def _selector(keep: np.ndarray):
-    """``a[keep]``, or ``a`` itself when every entry is kept (no copies of per-judgment arrays)."""
-    if keep.all():
-        return lambda a: a
-    return lambda a: a[keep]
+    def _kept(self, sl, keep):
+        dm = self.dm
+
+        def kept(a):
+            return a if keep is None else a[keep]
+
+        x = kept(dm.x[sl]).astype(float)
+        w = None if dm.weights is None else kept(dm.weights[sl])
+        return kept, x, w, [kept(c[sl]) for c in dm.codes]
+
+    def first_pass(self, sl):
+        dm = self.dm
+        eta = dm.eta_of(sl)
+        _, E, W, C = dm.moments(sl=sl, probabilities=False)
+        keep = ~dm.touches_extreme_of(sl) & (W > 1e-12)
+        keep = None if keep.all() else keep
+        if keep is not None:
+            self.keep[sl.start] = keep
+        kept, x, w, codes = self._kept(sl, keep)
+        E, W, C, eta = kept(E), kept(W), kept(C), kept(eta)
+        y2 = np.square(x - E)
+        if w is None:  # every weight 1: counts, and w^2 = w
+            rows = (None, None, W, y2 / W, y2, C / np.square(W), C - np.square(W), x, eta)
+        else:
+            w2 = w * w
+            rows = (w, w2, w * W, w * y2 / W, w * y2, w2 * C / np.square(W),
+                    w2 * (C - np.square(W)), w * x, w * eta)
+        for g, acc in zip(codes, self.first):
+            n = acc.shape[1]
+            count = np.bincount(g, weights=rows[0], minlength=n)
+            acc[0] += count
+            acc[1] += count if rows[1] is None else np.bincount(g, weights=rows[1], minlength=n)
+            for k in range(2, len(rows)):
+                acc[k] += np.bincount(g, weights=rows[k], minlength=n)
+
+    def second_pass(self, sl):
+        dm = self.dm
+        kept, x, w, codes = self._kept(sl, self.keep.get(sl.start))
+        eta = kept(dm.eta_of(sl))
+        for g, f, acc in zip(codes, self.first, self.second):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                da = x - (f[7] / f[0])[g]
+                db = eta - (f[8] / f[0])[g]
+            if w is not None:
+                da_w = w * da
+                rows = (da_w * db, da_w * da, w * db * db)
+            else:
+                rows = (da * db, da * da, db * db)
+            for k, v in enumerate(rows):
+                acc[k] += np.bincount(g, weights=v, minlength=acc.shape[1])
+
+    def statistics(self, a: int) -> dict:
+        sw, sw2, swW, s_out, s_in, s_qout, s_qin, _, _ = self.first[a]
+        sab, saa, sbb = self.second[a]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            outfit, infit = s_out / sw, s_in / swW
+            q_out = np.sqrt(np.maximum(s_qout - sw2, 0.0)) / sw
+            q_in = np.sqrt(np.maximum(s_qin, 0.0)) / swW
+            r = sab / np.sqrt(saa * sbb)
+        return {
+            "infit": infit,
+            "outfit": outfit,
+            "infit_z": wilson_hilferty(infit, q_in),
+            "outfit_z": wilson_hilferty(outfit, q_out),
+            "ptmeasure": np.where((saa > 1e-12) & (sbb > 1e-12), r, np.nan),
+        }
+
+def _dimension_fit(dm, step: int) -> list[pd.DataFrame]:
+    acc = _Accumulator(dm)
+    for sl in dm.slices(step):
+        acc.first_pass(sl)
+    for sl in dm.slices(step):  # the point-measure correlation, centred on the element means
+        acc.second_pass(sl)
+    frames = []
+    for a, (f, elements, extreme) in enumerate(zip(dm.facets, dm.elements, dm.extreme)):
+        stats = acc.statistics(a)
+        part = pd.DataFrame({"dimension": dm.dimension, "facet": f, "element": elements, **stats})
+        part.loc[extreme, list(stats)] = np.nan
+        frames.append(part)
+    return frames
 
 
 def _flags(df: pd.DataFrame, lower: float, upper: float) -> pd.Series:
@@ -94,12 +151,14 @@ def _flags(df: pd.DataFrame, lower: float, upper: float) -> pd.Series:
     return pd.Series(np.where(under, "underfit", np.where(over, "overfit", "")), index=df.index)
 
 
-def fit_statistics(cal, ratings, *, lower: float = 0.5, upper: float = 1.5) -> pd.DataFrame:
+def fit_statistics(cal, ratings, *, lower: float = 0.5, upper: float = 1.5,
+                   step: int = 1 << 20) -> pd.DataFrame:
     """Infit/outfit MnSq with ZStd and point-measure correlation for every element.
 
     Returns one row per row of ``cal.measures`` (same order and keys ``dimension, facet,
     element``; thresholds get NaN) with columns ``infit, outfit, infit_z, outfit_z, ptmeasure,
-    fit_flag``; merge it into the measures table on the keys.
+    fit_flag``; merge it into the measures table on the keys. The judgments are visited
+    ``step`` at a time, twice (sums, then the correlation centred on the element means).
 
     Examples
     --------
@@ -113,17 +172,7 @@ def fit_statistics(cal, ratings, *, lower: float = 0.5, upper: float = 1.5) -> p
     """
     frames = []
     for dm in dimension_models(cal, ratings):
-        _, E, W, C = dm.moments()
-        keep = ~dm.touches_extreme & (W > 1e-12)
-        kept = _selector(keep)
-        y, W, C = kept(dm.x - E), kept(W), kept(C)
-        w, x, eta = kept(dm.w), kept(dm.x).astype(float), kept(dm.eta)
-        for f, codes, elements, extreme in zip(dm.facets, dm.codes, dm.elements, dm.extreme):
-            stats = _element_fit(kept(codes), len(elements), y, W, C, w, x, eta)
-            part = pd.DataFrame({"dimension": dm.dimension, "facet": f, "element": elements,
-                                 **stats})
-            part.loc[extreme, list(stats)] = np.nan
-            frames.append(part)
+        frames += _dimension_fit(dm, step)
     fit = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=FIT_COLUMNS[:-1])
     fit["fit_flag"] = _flags(fit, lower, upper)
     keys = cal.measures[["dimension", "facet", "element"]].astype(str)

@@ -42,7 +42,7 @@ METHODS = ("raw", "zscore", "mfrm")
 
 
 def _mean_by(frame: pd.DataFrame, values: np.ndarray, person: str, facet: str, d: str):
-    w = frame["_weight"].to_numpy(dtype=float)
+    w = frame["_weight"].to_numpy(dtype=float) if "_weight" in frame else np.ones(len(frame))
     g = pd.DataFrame({person: frame[person].astype(str).to_numpy(),
                       facet: frame[facet].astype(str).to_numpy(), "wv": w * values, "w": w})
     s = g.groupby([person, facet], sort=True)[["wv", "w"]].sum()

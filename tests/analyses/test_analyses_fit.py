@@ -143,6 +143,24 @@ def test_extreme_elements_have_no_fit():
     assert summ.loc["question", "extreme"] == 1
 
 
+def test_fit_statistics_in_slices_equal_one_pass():
+    """Judgments visited a few at a time (the memory of a slice, not of every judgment) give
+    the statistics of one pass, with averaged duplicates (weights) and an extreme question."""
+    import irtpeer
+
+    frame = _small(3)
+    frame.loc[frame["question"] == "q000", "score"] = 3
+    frame = pd.concat([frame, frame.iloc[:40]], ignore_index=True)
+    ratings = irtpeer.load_ratings(frame, duplicates="mean")
+    assert ratings.weights() is not None
+    cal = irtpeer.TorchMFRM(device="cpu").fit(ratings).calibration_
+    whole = fit_statistics(cal, ratings)
+    sliced = fit_statistics(cal, ratings, step=7)
+    pd.testing.assert_frame_equal(whole, sliced, rtol=1e-10, atol=1e-12)
+    assert whole["infit"].notna().sum() > 10 and np.isnan(
+        whole.set_index(["facet", "element"]).loc[("question", "q000"), "infit"])
+
+
 def test_ratings_that_do_not_match_are_refused():
     import irtpeer
 
