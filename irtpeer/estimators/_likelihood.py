@@ -445,12 +445,15 @@ class LikelihoodEngine:
                 index_add_cols(buf[o : o + self.sizes[a] * K].view(-1, K), ii[a], covx)
             return
         Lr = self.sizes[pcm]
-        htt = buf[self.o_tt : self.o_tt + Lr * K * K].view(Lr, K * K)
-        for k in range(K):
-            val = G[:, mx[k]] - G[:, k : k + 1] * G
-            if w is not None:
-                val = val * w[:, None]
-            index_add_cols(htt[:, k * K : (k + 1) * K], ii[pcm], val)
+        htt = buf[self.o_tt : self.o_tt + Lr * K * K].view(Lr, K, K)
+        Gc = G.T.contiguous()  # (K, n): contiguous columns for the 1-D index_add_s
+        Gwc = Gc if w is None else Gc * w
+        for k in range(K):  # the upper triangle (l >= k), mirrored below
+            for m in range(k, K):
+                val = Gwc[m] - Gc[k] * Gwc[m]  # w (G_max(k,m) - G_k G_m)
+                htt[:, k, m].index_add_(0, ii[pcm], val)
+                if m > k:
+                    htt[:, m, k].index_add_(0, ii[pcm], val)
         for a in range(A):
             index_add_cols(hte_pcm[a], self._key(a, pcm, s, e, Lr), covx)
 
