@@ -193,3 +193,15 @@ def test_cuda_pass_is_deterministic_and_equals_cpu(monkeypatch):
     np.testing.assert_array_equal(a.H.data, b.H.data)
     np.testing.assert_allclose(a.g, cpu.g, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(a.H.toarray(), cpu.H.toarray(), rtol=1e-12, atol=1e-12)
+
+
+def test_cuda_passes_run_with_deterministic_index_add():
+    """index_add_ on CUDA sorts instead of adding atomically only in deterministic mode: the
+    engine switches it on for a pass and restores the user's setting (checked without a GPU:
+    the switch only looks at the device type)."""
+    assert not torch.are_deterministic_algorithms_enabled()
+    with lik.deterministic(torch.device("cuda")):
+        assert torch.are_deterministic_algorithms_enabled()
+    assert not torch.are_deterministic_algorithms_enabled()
+    with lik.deterministic(torch.device("cpu")):
+        assert not torch.are_deterministic_algorithms_enabled()

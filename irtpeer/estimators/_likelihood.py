@@ -15,7 +15,7 @@ How a pass is organised (the same on CPU and CUDA):
 
 * every sum over observations is an ``index_add_`` into one float64 buffer allocated once per
   engine (``torch.bincount`` checks its index range, synchronising a GPU at every call, and is
-  not deterministic in float64 on CUDA);
+  not deterministic in float64 on CUDA; ``index_add_`` is, under :func:`deterministic`);
 * the Hessian's sparsity pattern is found once: every pair of facets gets a compact index of its
   observed cells (a lookup table when the pair has few cells, else an int32 index per
   observation), and the scipy CSR matrix is built once; each pass only fills its data array
@@ -32,6 +32,7 @@ per cell, filled in place; the iterative solver multiplies with it by BLAS
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 
@@ -42,7 +43,7 @@ import torch
 from .._design import FacetData
 
 __all__ = ["CSRPattern", "Evaluation", "FacetData", "GridLikelihoodEngine", "LikelihoodEngine",
-           "index_add_cols", "make_engine"]
+           "deterministic", "index_add_cols", "make_engine"]
 
 _DENSE_PAIR_LIMIT = 1 << 26  # above: a pair's observed cells are found by sorting, not a bitmap
 #: A facet pair with at least this many cells, at least BLOCK_MIN_FILL of them observed and at
@@ -76,6 +77,25 @@ def _as_index(t: torch.Tensor) -> torch.Tensor:
     """A chunk of codes usable as an index (int8/int16/uint8 codes widened for this chunk only:
     a uint8 tensor would be taken as a boolean mask)."""
     return t if t.dtype in _INDEX_DTYPES else t.to(torch.int32)
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device):
+    """On CUDA, ``index_add_`` adds with atomics in no fixed order (float64 sums then differ in
+    the last bits from run to run); under ``torch.use_deterministic_algorithms`` it sorts
+    instead. Switched on for the duration of a pass (``warn_only``: the pass's few matrix
+    products would otherwise need ``CUBLAS_WORKSPACE_CONFIG``), then restored."""
+    if device.type != "cuda" or torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Dd]eterministic.*")
+            yield
+    finally:
+        torch.use_deterministic_algorithms(False, warn_only=warn_only)
 
 
 def index_add_cols(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -351,8 +371,9 @@ class LikelihoodEngine:
         if need_hessian and K > 1 and self.data.pcm is not None:
             Lr = self.sizes[self.data.pcm]
             hte_pcm = [torch.zeros(s * Lr, K, dtype=_F64, device=dev) for s in self.sizes]
-        for s, e in self._chunks():
-            self._chunk(s, e, blocks, cum, kvec, need_hessian, dense, hte_pcm)
+        with deterministic(dev):
+            for s, e in self._chunks():
+                self._chunk(s, e, blocks, cum, kvec, need_hessian, dense, hte_pcm)
         if hte_pcm is not None:  # keep the observed element x threshold cells only
             for a in range(A):
                 cells = torch.as_tensor(self.pcm_cells[a], device=dev)
