@@ -497,7 +497,8 @@ class GridLikelihoodEngine:
     of :class:`LikelihoodEngine`.
     """
 
-    def __init__(self, data: FacetData, device: str | torch.device = "cpu", chunk: int = 2_000_000):
+    def __init__(self, data: FacetData, device: str | torch.device = "cpu", chunk: int = 2_000_000,
+                 totals: list[np.ndarray] | None = None):
         self.data = data
         self.device = dev = torch.device(device)
         self.sizes = sizes = list(data.sizes)
@@ -525,7 +526,8 @@ class GridLikelihoodEngine:
         self.r0 = max(1, cells // row) if row <= cells else 1
         self.r1 = sizes[1] if row <= cells else max(1, cells // self.R)
         self.pairs = [(a, b) for a in range(A) for b in range(a + 1, A)]
-        self.totals = self._totals()
+        self.totals = (self._totals() if totals is None else
+                       torch.as_tensor(np.concatenate(totals), dtype=_F64, device=dev))
         self.pattern = self._hessian_pattern() if A > 2 else None
 
     @staticmethod
@@ -666,11 +668,13 @@ class GridLikelihoodEngine:
                           np.concatenate(sign), self.n)
 
 
-def make_engine(data: FacetData, device="cpu", chunk: int = 2_000_000):
-    """The grid engine for a binary leaderboard-shaped design, the general engine otherwise."""
+def make_engine(data: FacetData, device="cpu", chunk: int = 2_000_000,
+                totals: list[np.ndarray] | None = None):
+    """The grid engine for a binary leaderboard-shaped design, the general engine otherwise
+    (``totals``: each facet's element totals of the scores, when already counted)."""
     if GridLikelihoodEngine.suitable(data):
         try:
-            return GridLikelihoodEngine(data, device=device, chunk=chunk)
+            return GridLikelihoodEngine(data, device=device, chunk=chunk, totals=totals)
         except ValueError:
             pass
     return LikelihoodEngine(data, device=device, chunk=chunk)

@@ -220,7 +220,8 @@ class TorchMFRM:
         lay = _Layout.build(design, lam, sums)
         if lay.n_extreme:
             notes.append(_extreme_note(design, lay.extreme, self.extreme_adjustment))
-        engine = make_engine(lay.core, device=self.device_, chunk=self.chunk_size)
+        engine = make_engine(lay.core, device=self.device_, chunk=self.chunk_size,
+                             totals=lay.core_sums.tot)
         x, ev, solver, conv = self._newton(design, engine, lay, lam)
         V, Cm = _null_space(data, lay.active, data.offsets, data.K)
         want = self._se_wanted(design, lay, solver)
