@@ -583,14 +583,37 @@ class GridLikelihoodEngine:
             shape[t] = -1
             small = small + el[2 + t].reshape(shape)
         u = el[0][:, None] - (small.reshape(1, R) if A > 2 else 0.0)  # (S0, R)
-        b1 = el[1]
+        p01 = torch.empty(S0, S1, dtype=_F64, device=dev) if need_hessian else None
+        blocks = list(self._blocks())
+        workers = min(torch.get_num_threads(), len(blocks)) if dev.type == "cpu" else 1
+        if workers > 1:
+            # blocks of ~32K cells are below torch's grain for intra-op threads: run several
+            # blocks at once instead (torch releases the GIL inside each operation)
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(lambda i: self._pass(blocks[i::workers], u, el[1], p01),
+                                      range(workers)))
+            f, psum, vsum = parts[0]
+            for f2, ps2, vs2 in parts[1:]:
+                f = f + f2
+                psum = [a + b for a, b in zip(psum, ps2)]
+                vsum = None if vsum is None else [a + b for a, b in zip(vsum, vs2)]
+        else:
+            f, psum, vsum = self._pass(blocks, u, el[1], p01)
+        return self._finish(prm, f, psum, vsum, p01)
+
+    def _pass(self, blocks, u, b1, p01):
+        """Sums over the cells of ``blocks``: the loss, and the probabilities and (when
+        ``p01`` is given) the variances per (person, r) and per (F1 element, r)."""
+        dev, R, (S0, S1) = self.device, self.R, self.sizes[:2]
+        need_hessian = p01 is not None
         zeros = [torch.zeros(S0, R, dtype=_F64, device=dev), torch.zeros(S1, R, dtype=_F64, device=dev)]
         psum = [z.clone() for z in zeros]
         vsum = [z.clone() for z in zeros] if need_hessian else None
-        p01 = torch.empty(S0, S1, dtype=_F64, device=dev) if need_hessian else None
         f = torch.zeros((), dtype=_F64, device=dev)
         grid = self.grid if R > 1 else self.grid.view(S0, S1)  # two facets: 2-D blocks
-        for s0, e0, s1, e1 in self._blocks():
+        for s0, e0, s1, e1 in blocks:
             if R > 1:
                 eta = u[s0:e0, None, :] - b1[s1:e1, None]  # (r0, r1, R)
             else:
@@ -607,6 +630,12 @@ class GridLikelihoodEngine:
             vsum[0][s0:e0] += V.sum(1).view(-1, R)
             vsum[1][s1:e1] += V.sum(0).view(-1, R)
             p01[s0:e0, s1:e1] = V.sum(2) if R > 1 else V
+        return f, psum, vsum
+
+    def _finish(self, prm, f, psum, vsum, p01) -> Evaluation:
+        """Gradient, Hessian and loss from the pass's sums, in one transfer to the host."""
+        dev, A, S0 = self.device, len(self.sizes), self.sizes[0]
+        need_hessian = p01 is not None
         # -loglik = sum softplus(eta) - sum_cells y * eta, the latter linear in the totals
         T = self.totals
         sign = torch.ones(self.n, dtype=_F64, device=dev)
