@@ -205,3 +205,26 @@ def test_cuda_passes_run_with_deterministic_index_add():
     assert not torch.are_deterministic_algorithms_enabled()
     with lik.deterministic(torch.device("cpu")):
         assert not torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.parametrize("case", ["binary_grid", "dense_pair"])
+def test_grid_pass_split_over_threads_equals_one_thread(case, monkeypatch):
+    make, spec, _opts, _dense = CASES[case]
+    monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)
+    monkeypatch.setattr(lik, "GRID_BLOCK_CELLS", 64)  # many blocks
+    data = build_designs(make(), spec)[0].data
+    eng = lik.GridLikelihoodEngine(data)
+    params = np.random.default_rng(4).normal(0, 0.5, data.n_params)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = eng.evaluate(params)
+        torch.set_num_threads(3)
+        three = eng.evaluate(params)
+    finally:
+        torch.set_num_threads(before)
+    assert three.f == pytest.approx(one.f, rel=1e-14)
+    np.testing.assert_allclose(three.g, one.g, rtol=1e-12, atol=1e-12)
+    off = data.offsets
+    np.testing.assert_allclose(three.full_hessian(off).toarray(), one.full_hessian(off).toarray(),
+                               rtol=1e-12, atol=1e-13)
