@@ -9,7 +9,10 @@ Method, per dimension
    0.3 score points inward (``extreme_adjustment``), the other elements held at their estimates,
    using its observations that involve no other extreme element (all of them if there are none).
    With a penalty nothing is set aside: the ridge keeps every estimate finite.
-2. *Newton's method* on the joint likelihood (convex), with a backtracking line search. The
+2. *Newton's method* on the joint likelihood (convex), from a PROX start (each element's
+   marginal logit, widened for the spread of the other facets, then moved along the null
+   directions onto the anchors), with a backtracking line search whose full step also gives the
+   next iteration's Hessian: one pass over the data per iteration, plus one at the end. The
    Hessian's facet blocks are diagonal, so each Newton system is solved by nested Schur
    complements (:mod:`irtpeer.estimators._blocksolve`), exactly, in a few passes over the data.
    When forming the remainder after eliminating the largest facet would be costly (two large
