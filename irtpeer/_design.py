@@ -105,19 +105,23 @@ def _category_index(raw: np.ndarray, cats: np.ndarray) -> np.ndarray:
     return out
 
 
-def _n_distinct(col: pd.Series) -> int:
-    """Distinct values of a column (a categorical's used categories, counted without hashing)."""
+def _single_valued(col: pd.Series) -> bool:
+    """True when every row holds the same value (a categorical's codes compared, no hashing)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         codes = col.cat.codes.to_numpy()
-        return int(np.count_nonzero(np.bincount(codes[codes >= 0] if codes.min(initial=0) < 0
-                                                else codes, minlength=1)))
-    return int(col.nunique())
+        return len(codes) == 0 or codes.min() == codes.max()
+    return col.nunique() < 2
 
 
 def _distinct_scores(raw: np.ndarray) -> np.ndarray:
-    """Sorted distinct scores; integers in a small range are counted instead of sorted."""
-    if len(raw) and raw.dtype.kind in "iu" and raw.min() >= 0 and raw.max() < 1_000_000:
-        return np.flatnonzero(np.bincount(raw)).astype(raw.dtype)
+    """Sorted distinct scores; integers in a small range are counted instead of sorted, and
+    two adjacent values (binary scores) need no count at all."""
+    if len(raw) and raw.dtype.kind in "iu":
+        lo, hi = int(raw.min()), int(raw.max())
+        if hi - lo <= 1:
+            return np.arange(lo, hi + 1).astype(raw.dtype)
+        if lo >= 0 and hi < 1_000_000:
+            return np.flatnonzero(np.bincount(raw)).astype(raw.dtype)
     return np.unique(raw)
 
 
@@ -157,6 +161,12 @@ def check_connected(dimension: str, names: list[str], labels: list[np.ndarray], 
     A = len(sizes)
     off = np.cumsum([0] + sizes)
     hub = int(np.argmin(sizes))
+    # a subset of the observations has a subset of the links: if every 13th observation
+    # already connects everything (a crossed leaderboard does), the whole design does (a prime
+    # stride, so that it does not skip the same element of a facet every time)
+    stride = 13 if len(idx[0]) >= (1 << 22) else 1
+    if stride > 1 and _reached_in_two_steps([i[::stride] for i in idx], sizes, hub):
+        return
     if _reached_in_two_steps(idx, sizes, hub):
         return
     rows, cols = [], []
@@ -248,7 +258,7 @@ def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
         notes: list[str] = []
         facet_names = []
         for f in ratings.facets:
-            if _n_distinct(df[f]) < 2:
+            if _single_valued(df[f]):
                 notes.append(
                     f"facet {f!r} has a single element ({df[f].iloc[0]!r}) in dimension {dim!r}: "
                     f"it carries no information and is left out of this dimension's model"

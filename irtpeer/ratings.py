@@ -171,7 +171,8 @@ def _as_labels(col: pd.Series) -> pd.Series:
     """Element labels as strings; categoricals stay categorical (cheap on millions of rows)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
         cats = col.cat.categories
-        if not all(isinstance(c, str) for c in cats):
+        text = pd.api.types.is_string_dtype(cats.dtype) and not pd.api.types.is_object_dtype(cats)
+        if not text and not all(isinstance(c, str) for c in cats):
             col = col.cat.rename_categories([str(c) for c in cats])
         return col
     if pd.api.types.is_string_dtype(col.dtype) and not pd.api.types.is_object_dtype(col.dtype):
@@ -199,8 +200,9 @@ def _no_duplicates(df: pd.DataFrame, key: list[str], step: int = 1 << 24) -> boo
     if span > _BITMAP_KEYS:
         return False
     seen = np.zeros(span, dtype=bool)
+    kind = np.int32 if span <= np.iinfo(np.int32).max else np.int64  # half the memory traffic
     for s in range(0, len(df), step):
-        k = np.zeros(min(step, len(df) - s), dtype=np.int64)
+        k = np.zeros(min(step, len(df) - s), dtype=kind)
         for codes, n in cols:
             k *= n
             k += codes[s : s + step]
