@@ -255,7 +255,10 @@ class Calibration:
         )
 
     # ------------------------------------------------------------------ output
-    def to_dict(self) -> dict:
+    def to_dict(self, *, tables: bool = True) -> dict:
+        """Everything as plain values; ``tables=False`` leaves out ``measures`` and ``scores``
+        (calibration.json, written beside their CSV files)."""
+
         def clean(df: pd.DataFrame):
             recs = df.to_dict(orient="records")
             return [
@@ -275,8 +278,7 @@ class Calibration:
             "meta": self.meta,
             "notes": self.notes,
             "convergence": clean(self.convergence),
-            "scores": clean(self.scores),
-            "measures": clean(self.measures),
+            **({"scores": clean(self.scores), "measures": clean(self.measures)} if tables else {}),
         }
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -304,9 +306,7 @@ class Calibration:
         atomic_write_text(paths["measures"], self.measures.to_csv(index=False))
         atomic_write_text(paths["scores"], self.scores.to_csv(index=False))
         atomic_write_text(paths["convergence"], self.convergence.to_csv(index=False))
-        meta = self.to_dict()
-        meta.pop("measures")
-        meta.pop("scores")
+        meta = self.to_dict(tables=False)  # the tables are in their CSV files
         atomic_write_text(paths["calibration"], json.dumps(meta, indent=2, default=json_default))
         return paths
 
@@ -382,55 +382,110 @@ def _sums(groups: np.ndarray, n: int, per_slice) -> np.ndarray:
     return out
 
 
+def _inverse_sd(count, s1, s2) -> np.ndarray:
+    """1/SD (ddof 1) from exact integer count, sum and sum of squares per group; 0 where the
+    SD is 0 or undefined (such a judge's standardised scores count as 0). Integer arithmetic:
+    no cancellation."""
+    inv_sd = np.zeros(len(count))
+    for k in np.flatnonzero(np.asarray(count) > 1):
+        n = int(count[k])
+        num = n * int(s2[k]) - int(s1[k]) ** 2
+        if num > 0:
+            inv_sd[k] = 1.0 / np.sqrt(num / (n * (n - 1)))
+    return inv_sd
+
+
 def _judge_moments(j: np.ndarray, n_j: int, score: np.ndarray):
-    """Mean and 1/SD (ddof 1) of the scores of every judge; 1/SD is 0 where the SD is 0 or
-    undefined (such a judge's standardised scores count as 0). Integer scores make the sums
-    exact, so the variance is computed without cancellation."""
+    """Mean and 1/SD (ddof 1) of the scores of every judge (sums of integer scores in float64
+    are exact below 2**53)."""
     count = np.bincount(j, minlength=n_j)
     s1 = _sums(j, n_j, lambda sl: score[sl])
     s2 = _sums(j, n_j, lambda sl: np.square(score[sl], dtype=np.float64))
     mean = np.divide(s1, count, out=np.zeros(n_j), where=count > 0)
-    inv_sd = np.zeros(n_j)
-    for k in np.flatnonzero(count > 1):
-        num = int(count[k]) * int(s2[k]) - int(s1[k]) ** 2  # exact: integer scores
-        if num > 0:
-            inv_sd[k] = 1.0 / np.sqrt(num / (int(count[k]) * (int(count[k]) - 1)))
-    return mean, inv_sd
+    return mean, _inverse_sd(count, s1, s2)
+
+
+#: Above this many (person, judge, score) cells the raw/Z columns are summed judgment by
+#: judgment instead of from the cell counts.
+_MAX_CELLS = 1 << 24
 
 
 def _raw_and_z(ratings: Ratings, dims: list[str]):
     """Raw mean score per model and dimension, and the mean of per-judge standardised scores.
 
-    Computed from integer codes with weighted counts slice by slice: a few passes over the
-    judgments and no per-judgment float64 array (the same numbers as a groupby, which held
-    several of them)."""
+    Computed from integer codes, slice by slice, with no per-judgment float64 array (the same
+    numbers as a groupby, which held several): usually from the counts of every (person,
+    judge, score) cell, one pass over the judgments."""
     raw, z = {}, {}
     has_judge = "judge" in ratings.data.columns and "judge" in ratings.facets
     for d in dims:
-        raw[d], z[d] = _raw_and_z_one(ratings, ratings.dimension_frame(d), has_judge)
+        sub = ratings.dimension_frame(d)
+        score = sub["_score"].to_numpy()
+        p, labels = _labels_codes(sub[ratings.person])
+        j, n_j = None, 1
+        if has_judge:
+            j, judges = _labels_codes(sub["judge"])
+            n_j = len(judges)
+        lo, hi = int(score.min()), int(score.max())
+        w = ratings.weights(sub)
+        if len(labels) * n_j * (hi - lo + 1) <= _MAX_CELLS:
+            raw[d], z[d] = _from_cells(p, len(labels), j, n_j, score, lo, hi - lo + 1, w)
+        else:
+            raw[d], z[d] = _by_judgment(p, len(labels), j, n_j, score, w)
+        raw[d] = pd.Series(raw[d], index=labels)
+        z[d] = None if z[d] is None else pd.Series(z[d], index=labels)
     return raw, (z if has_judge else None)
 
 
-def _raw_and_z_one(ratings: Ratings, sub: pd.DataFrame, has_judge: bool):
-    w = ratings.weights(sub)
-    score = sub["_score"].to_numpy()
-    p, labels = _labels_codes(sub[ratings.person])
-    n = len(labels)
-    wsum = _sums(p, n, (lambda sl: None) if w is None else (lambda sl: w[sl]))
-    tot = _sums(p, n, (lambda sl: score[sl]) if w is None else (lambda sl: w[sl] * score[sl]))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        raw = pd.Series(tot / wsum, index=labels)
-    if not has_judge:
-        return raw, None
-    j, jl = _labels_codes(sub["judge"])
-    mean, inv_sd = _judge_moments(j, len(jl), score)
+def _cell_counts(p, n_p, j, n_j, score, lo, n_r, w):
+    """(n_p, n_j, n_r) counts of every (person, judge, score) cell, weighted when ``w``."""
+    n = n_p * n_j * n_r
+    out = np.zeros(n)
+    for s in range(0, len(p), _STEP):
+        sl = slice(s, s + _STEP)
+        key = p[sl].astype(np.int32) * n_j
+        if j is not None:
+            key += j[sl]
+        key *= n_r
+        key += score[sl]
+        key -= lo
+        out += np.bincount(key, weights=None if w is None else w[sl], minlength=n)
+    return out.reshape(n_p, n_j, n_r)
 
-    def zz(sl):
-        out = (score[sl] - mean[j[sl]]) * inv_sd[j[sl]]
-        return out if w is None else out * w[sl]
 
+def _from_cells(p, n_p, j, n_j, score, lo, n_r, w):
+    values = np.arange(lo, lo + n_r, dtype=np.float64)
+    cw = _cell_counts(p, n_p, j, n_j, score, lo, n_r, w)
+    wsum = cw.sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return raw, pd.Series(_sums(p, n, zz) / wsum, index=labels)
+        raw = (cw @ values).sum(axis=1) / wsum
+        if j is None:
+            return raw, None
+        c = cw if w is None else _cell_counts(p, n_p, j, n_j, score, lo, n_r, None)
+        per_judge = c.sum(axis=0).astype(np.int64)  # (n_j, n_r) unweighted counts
+        ints = np.arange(lo, lo + n_r, dtype=np.int64)
+        count, s1, s2 = per_judge.sum(1), per_judge @ ints, per_judge @ (ints * ints)
+        mean = np.divide(s1, count, out=np.zeros(n_j), where=count > 0)
+        inv_sd = _inverse_sd(count, s1, s2)
+        # sum over a person's judgments of w (s - mean_j) / sd_j, from the cells
+        zsum = ((cw @ values) - mean[None, :] * cw.sum(axis=2)) @ inv_sd
+        return raw, zsum / wsum
+
+
+def _by_judgment(p, n_p, j, n_j, score, w):
+    wsum = _sums(p, n_p, (lambda sl: None) if w is None else (lambda sl: w[sl]))
+    tot = _sums(p, n_p, (lambda sl: score[sl]) if w is None else (lambda sl: w[sl] * score[sl]))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        raw = tot / wsum
+        if j is None:
+            return raw, None
+        mean, inv_sd = _judge_moments(j, n_j, score)
+
+        def zz(sl):
+            out = (score[sl] - mean[j[sl]]) * inv_sd[j[sl]]
+            return out if w is None else out * w[sl]
+
+        return raw, _sums(p, n_p, zz) / wsum
 
 
 def _format_scores(scores: pd.DataFrame, person: str, dims: list[str]) -> str:

@@ -182,9 +182,13 @@ def test_scores_labels_and_weights_are_held_compactly(tmp_path):
     assert sorted(dup.weights().tolist()) == [0.5, 0.5, 1.0, 1.0, 1.0]
 
 
-def test_raw_and_z_columns_match_a_groupby(tmp_path):
+@pytest.mark.parametrize("cells", [True, False])
+def test_raw_and_z_columns_match_a_groupby(cells, monkeypatch):
     """raw_* = weighted mean score per model; z_* = weighted mean of the scores standardised
-    within each judge (mean, SD with ddof 1), computed here with pandas groupby."""
+    within each judge (mean, SD with ddof 1), computed here with pandas groupby. Both ways of
+    irtpeer: from (model, judge, score) cell counts, and judgment by judgment."""
+    if not cells:
+        monkeypatch.setattr("irtpeer._calibration._MAX_CELLS", 0)
     sim = irtpeer.simulate(models=5, questions=20, judges=3, dimensions=["E", "T", "A", "C"], categories=4,
                            seed=4).ratings
     df = pd.concat([sim, sim.iloc[:30]], ignore_index=True)  # 30 judgments given twice
