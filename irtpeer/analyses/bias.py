@@ -20,9 +20,9 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .._errors import IrtpeerError
+from ._lazy import stats
 from ._model import anchored_shift, dimension_models
 from ._pvalues import holm
 

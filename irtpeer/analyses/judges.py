@@ -27,9 +27,9 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .._errors import IrtpeerError
+from ._lazy import stats
 from .refit import ratings_from_frame
 
 __all__ = ["JUDGE_COUNT_COLUMNS", "JudgeCountResult", "d_study", "judge_count"]

@@ -26,9 +26,9 @@ from itertools import combinations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .._errors import IrtpeerError
+from ._lazy import stats
 from ._model import response_measures
 from ._pvalues import holm
 
