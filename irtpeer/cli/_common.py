@@ -143,8 +143,41 @@ def require_column(ratings, column: str, option: str) -> None:
         raise IrtpeerError(f"{option} {column!r} is not a column of the ratings; columns are {cols}")
 
 
-def load_from_args(args):
-    """The :class:`~irtpeer.Ratings` and :class:`~irtpeer.ModelSpec` the data options describe."""
+#: Ratings files from this size on load while the estimator's module is imported beside them.
+PRELOAD_BYTES = 32 << 20
+
+
+def _preload_estimator(args, path) -> None:
+    """Import the estimator's module (torch: ~1.5 s of CPU) in a thread while a large ratings
+    file is read on the other core. An import error is left to the real import, which reports
+    it; the thread is not a daemon, so the interpreter never exits in the middle of it."""
+    import contextlib
+    import importlib
+    import os
+    import threading
+
+    from ..estimators import ESTIMATORS
+
+    entry = ESTIMATORS.get(getattr(args, "estimator", None) or "torch")
+    try:
+        large = os.path.getsize(path) >= PRELOAD_BYTES
+    except OSError:
+        large = False
+    if entry is None or not large or entry[0] in sys.modules:
+        return
+
+    def work():
+        with contextlib.suppress(Exception):  # the import in the main thread reports it
+            importlib.import_module(entry[0])
+
+    threading.Thread(target=work, name="irtpeer-preload-estimator").start()
+
+
+def load_from_args(args, *, preload: bool = False):
+    """The :class:`~irtpeer.Ratings` and :class:`~irtpeer.ModelSpec` the data options describe.
+
+    ``preload``: the caller fits next, so a large file is read while the estimator's module
+    is imported in a thread."""
     import irtpeer
 
     if args.example and args.path:
@@ -152,6 +185,8 @@ def load_from_args(args):
     if not args.example and not args.path:
         raise IrtpeerError("give a ratings PATH (parquet or CSV), or --example for the bundled data")
     path = irtpeer.example_path() if args.example else args.path
+    if preload:
+        _preload_estimator(args, path)
     dimension = None if str(args.dimension).lower() in ("none", "") else args.dimension
     ratings = irtpeer.load_ratings(
         path, person=args.person, facets=args.facets, dimension=dimension, score=args.score,
@@ -196,7 +231,7 @@ def calibrate_from_args(args, parser: argparse.ArgumentParser, check=None):
     ``check(ratings)`` runs before the fit, so a bad analysis option fails at once.
     """
     apply_config(args, parser)
-    ratings, spec = load_from_args(args)
+    ratings, spec = load_from_args(args, preload=True)
     if check is not None:
         check(ratings)
     est = estimator_from_args(args, spec, progress=False)

@@ -62,7 +62,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     apply_config(args, args._parser)
-    ratings, spec = load_from_args(args)
+    ratings, spec = load_from_args(args, preload=True)
     est = estimator_from_args(args, spec)
     cal = est.fit(ratings).calibration_
     if args.fit == "on" or (args.fit == "auto" and len(ratings) <= FIT_AUTO_LIMIT):
