@@ -144,7 +144,7 @@ def require_column(ratings, column: str, option: str) -> None:
 
 
 #: Ratings files from this size on load while the estimator's module is imported beside them.
-PRELOAD_BYTES = 32 << 20
+PRELOAD_BYTES = 4 << 20
 
 
 def _preload_estimator(args, path) -> None:
