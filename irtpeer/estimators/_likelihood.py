@@ -300,6 +300,7 @@ class LikelihoodEngine:
             pos += sets * K * K
             if self.data.pcm is not None:
                 self.pcm_cells = self._pcm_cells()
+                self._pcm_cells_dev = [torch.as_tensor(c, device=self.device) for c in self.pcm_cells]
             for a in range(A):
                 sg = -1.0 if a == 0 else 1.0  # d2/(d theta d tau) = -Cov ; d b : +Cov
                 self.o_te.append(pos)
@@ -376,7 +377,7 @@ class LikelihoodEngine:
                 self._chunk(s, e, blocks, cum, kvec, need_hessian, dense, hte_pcm)
         if hte_pcm is not None:  # keep the observed element x threshold cells only
             for a in range(A):
-                cells = torch.as_tensor(self.pcm_cells[a], device=dev)
+                cells = self._pcm_cells_dev[a]
                 o = self.o_te[a]
                 buf[o : o + len(cells) * K] = hte_pcm[a][cells].ravel()
         host = (buf if need_hessian else buf[: 1 + n]).cpu().numpy()  # the one transfer
