@@ -228,3 +228,24 @@ def test_grid_pass_split_over_threads_equals_one_thread(case, monkeypatch):
     off = data.offsets
     np.testing.assert_allclose(three.full_hessian(off).toarray(), one.full_hessian(off).toarray(),
                                rtol=1e-12, atol=1e-13)
+
+
+@pytest.mark.parametrize("route", ["per_observation_index", "sorted_unique"])
+@pytest.mark.parametrize("case", ["rating_scale", "partial_credit", "response_penalty", "weights"])
+def test_pair_index_per_observation_equals_reference(case, route, monkeypatch):
+    """The compact pair index of large facet pairs (an int32 cell per observation, from a lookup
+    table or from sorting when a pair has too many cells for a bitmap) gives the same pass."""
+    make, spec, _opts, _dense = CASES[case]
+    monkeypatch.setattr(lik, "LUT_MIN_CELLS", 0)
+    monkeypatch.setattr(lik, "LUT_CELLS_PER_OBS", 0.0)
+    if route == "sorted_unique":
+        monkeypatch.setattr(lik, "_DENSE_PAIR_LIMIT", 0)
+    data = build_designs(make(), spec)[0].data
+    eng = lik.LikelihoodEngine(data, chunk=101)
+    assert {p[2] for p in eng.pairs} == {"inverse"}
+    params = np.random.default_rng(8).normal(0, 0.6, data.n_params)
+    f, g, H = dense_reference(data, params)
+    ev = eng.evaluate(params)
+    assert ev.f == pytest.approx(f, rel=1e-12)
+    np.testing.assert_allclose(ev.g, g, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ev.H.toarray(), H, rtol=1e-10, atol=1e-10)

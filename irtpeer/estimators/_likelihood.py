@@ -51,6 +51,11 @@ _DENSE_PAIR_LIMIT = 1 << 26  # above: a pair's observed cells are found by sorti
 BLOCK_MIN_CELLS = 1 << 20
 BLOCK_MIN_FILL = 0.2
 BLOCK_MAX_CELLS = 1 << 29
+#: A facet pair's cells are looked up in a table (4 bytes per cell) when there are at most
+#: LUT_MIN_CELLS or at most LUT_CELLS_PER_OBS per observation (the table then costs at most one
+#: byte per observation); otherwise each observation keeps its cell's index (4 bytes)
+LUT_MIN_CELLS = 1 << 16
+LUT_CELLS_PER_OBS = 0.25
 #: Cells per block of a grid pass on CPU (temporaries stay in cache: measured fastest)
 GRID_BLOCK_CELLS = 1 << 15
 _INDEX_DTYPES = (torch.int32, torch.int64)
@@ -220,7 +225,7 @@ class LikelihoodEngine:
                     nz_np = nz.cpu().numpy()
                     lut = torch.full((cells,), -1, dtype=torch.int32, device=self.device)
                     lut[nz] = torch.arange(len(nz), dtype=torch.int32, device=self.device)
-                    if cells <= max(self.N // 4, 1 << 16):  # at most ~1 byte per observation
+                    if cells <= max(self.N * LUT_CELLS_PER_OBS, LUT_MIN_CELLS):
                         self.pairs.append((a, b, "lut", nz_np // Sb, nz_np % Sb, lut))
                         continue
                     inv = torch.empty(self.N, dtype=torch.int32, device=self.device)
