@@ -122,3 +122,30 @@ def test_out_that_is_a_file_is_refused_and_untouched(tmp_path):
 def test_console_script_is_installed():
     res = subprocess.run(["irtpeer", "--version"], capture_output=True, text=True, check=False)
     assert res.returncode == 0 and res.stdout.startswith("irtpeer ")
+
+
+def test_large_file_loads_beside_the_estimator_import(tmp_path):
+    """From 4 MB of parquet the estimator is imported in a thread while the file is read: a
+    wrong column found on reading is still one line with exit code 2 (the process waits for the
+    import and exits cleanly), and the same file calibrates."""
+    import numpy as np
+
+    from irtpeer.cli._common import PRELOAD_BYTES
+
+    rng = np.random.default_rng(1)
+    m, q = (a.ravel() for a in np.meshgrid(np.arange(30), np.arange(2000), indexing="ij"))
+    df = pd.DataFrame({"model": [f"m{i}" for i in m], "question": [f"q{i}" for i in q],
+                       "score": (rng.random(len(m)) < 1 / (1 + np.exp(-(m - 15) / 10))).astype(int)})
+    for k in range(10):  # incompressible extra columns make the file large
+        df[f"x{k}"] = rng.random(len(df))
+    df.to_parquet(tmp_path / "big.parquet", index=False)
+    assert (tmp_path / "big.parquet").stat().st_size >= PRELOAD_BYTES
+    res = cli("score", "big.parquet", "--person", "nosuch", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.startswith("irtpeer: error: column 'nosuch'")
+    assert "Traceback" not in res.stderr
+    res = cli("score", "big.parquet", "--out", "out", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    scores = pd.read_csv(tmp_path / "out" / "scores.csv")
+    assert len(scores) == 30 and scores["all"].notna().all()
+    top = scores.sort_values("all")["model"].iloc[-5:].str[1:].astype(int)
+    assert (top >= 15).all()  # the simulated ability grows with the model number
