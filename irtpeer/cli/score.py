@@ -23,9 +23,9 @@ from ._common import (
 
 SE_KINDS = ("conditional", "questions")
 
-#: ``--fit auto`` computes fit statistics up to this many judgments. Today they hold several
-#: float64 values per judgment and cost more than the fit itself at scale (15 M judgments: fit
-#: 9.6 s, fit statistics ~25 s and +1.3 GB; 126 M went past 20 GB).
+#: ``--fit auto`` computes fit statistics up to this many judgments. They are computed slice by
+#: slice (a few MB whatever the size), but they take two more passes over the judgments, about
+#: as long as the fit itself at 15 M judgments (~3.5 s CPU), so large inputs ask for them.
 FIT_AUTO_LIMIT = 5_000_000
 
 
@@ -70,7 +70,7 @@ def run(args) -> int:
     elif args.fit == "auto":
         cal.notes.append(
             f"fit statistics were not computed for {len(ratings):,} judgments (more than "
-            f"{FIT_AUTO_LIMIT:,}; they need several numbers per judgment in memory): --fit on "
+            f"{FIT_AUTO_LIMIT:,}; they take about as long as the fit again): --fit on "
             f"computes them"
         )
     if args.se == "questions":
