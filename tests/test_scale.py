@@ -206,3 +206,32 @@ def test_grid_engine_for_a_crossed_multifacet_design(monkeypatch, items):
     assert grid.evaluate(x, need_hessian=False).f == pytest.approx(ref.f, rel=1e-13)
     for solver in ("direct", "iterative"):
         assert_same_fit(a, fit(sim.ratings, penalty=0.5, solver=solver))
+
+
+def test_schur_plan_reused_across_newton_iterations_gives_the_same_solves():
+    """The direct solver's plan (block chosen, sub-matrix patterns) is found on the first
+    Hessian and reused while the pattern stays; a different pattern resets it."""
+    import scipy.sparse as sp
+
+    from irtpeer.estimators._blocksolve import BlockSchurSolver, SchurPlan
+
+    plan, found = SchurPlan(), []
+    rng = np.random.default_rng(3)
+    for seed in (1, 1, 2):  # the same design at two points, then another design
+        sim = irtpeer.simulate(models=5, questions=80 + seed, judges=3, dimensions="A",
+                               items_per_dimension=2, missing=0.2, seed=seed)
+        design = irtpeer._design.build_designs(irtpeer.load_ratings(sim.ratings), ModelSpec())[0]
+        H = lik.LikelihoodEngine(design.data).evaluate(
+            rng.normal(0, 0.5, design.data.n_params)).H + 0.1 * sp.identity(design.data.n_params)
+        H = sp.csr_matrix(H)
+        off = design.data.offsets
+        blocks = [np.arange(off[a], off[a + 1]) for a in range(len(off) - 1)]
+        g = rng.normal(size=H.shape[0])
+        with_plan = BlockSchurSolver(H, blocks, min_eliminate=10, plan=plan)
+        without = BlockSchurSolver(H, blocks, min_eliminate=10)
+        np.testing.assert_allclose(with_plan.solve(g), without.solve(g), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(with_plan.solve(g), np.linalg.solve(H.toarray(), g), rtol=1e-9)
+        np.testing.assert_allclose(with_plan.diag_inv(), without.diag_inv(), rtol=1e-12)
+        found.append(plan._subs)
+    assert found[1] is found[0]  # reused for the same pattern
+    assert found[2] is not found[1]  # found again for a new one

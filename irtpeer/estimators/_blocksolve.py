@@ -25,7 +25,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-__all__ = ["BlockSchurSolver", "NotPositiveDefinite"]
+__all__ = ["BlockSchurSolver", "NotPositiveDefinite", "SchurPlan"]
 
 #: Eliminations whose C (eliminated x remaining) has at most this many cells form the Schur
 #: complement densely (C as a dense array: 160 MB at most).
@@ -38,6 +38,39 @@ class NotPositiveDefinite(np.linalg.LinAlgError):
     def __init__(self, message: str, null_vector: np.ndarray | None = None):
         super().__init__(message)
         self.null_vector = null_vector
+
+
+def _sub(M: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, _name=None) -> sp.csr_matrix:
+    return M[rows][:, cols].tocsr()
+
+
+class SchurPlan:
+    """What the first elimination of :class:`BlockSchurSolver` found for one sparsity pattern:
+    the block eliminated and, for each sub-matrix taken, where its entries sit in the full
+    matrix's data. Later matrices of the same pattern only gather their data."""
+
+    def __init__(self):
+        self.indptr = self.indices = None
+        self.choice = None
+        self._subs = {}
+
+    def matches(self, M) -> bool:
+        def same(a, b):
+            return a is b or (b is not None and a.shape == b.shape and np.array_equal(a, b))
+
+        return same(M.indptr, self.indptr) and same(M.indices, self.indices)
+
+    def reset(self, M):
+        self.indptr, self.indices, self.choice, self._subs = M.indptr, M.indices, None, {}
+
+    def sub(self, M, rows, cols, name) -> sp.csr_matrix:
+        if name not in self._subs:
+            probe = sp.csr_matrix((np.arange(1, M.nnz + 1, dtype=np.float64), M.indices, M.indptr),
+                                  shape=M.shape)
+            s = probe[rows][:, cols].tocsr()
+            self._subs[name] = (s.data.astype(np.int64) - 1, s.indices, s.indptr, s.shape)
+        take, indices, indptr, shape = self._subs[name]
+        return sp.csr_matrix((M.data[take], indices, indptr), shape=shape)
 
 
 @dataclass
@@ -69,8 +102,14 @@ class BlockSchurSolver:
         *,
         min_eliminate: int = 64,
         dense_max: int = 8000,
+        plan: SchurPlan | None = None,
     ):
         M = sp.csr_matrix(H, dtype=np.float64)
+        # a Newton fit factorises matrices of one sparsity pattern again and again: the first
+        # elimination's choice and sub-matrix patterns are then found once (``plan``)
+        if plan is not None and not plan.matches(M):
+            plan.reset(M)
+        first = plan
         n = M.shape[0]
         self.n = n
         cur = np.arange(n)  # global indices in the current level's order
@@ -83,8 +122,11 @@ class BlockSchurSolver:
         while True:
             cur_blocks = block_of[cur]
             sizes = np.bincount(cur_blocks, minlength=len(blocks))
-            chosen = None
-            for k in np.argsort(-sizes, kind="stable"):
+            diag = M.diagonal()
+            chosen = first.choice if first is not None else None
+            if chosen is not None and not np.all(diag[chosen[1]] != 0):
+                chosen = None  # a zero pivot: let the search below decide, as without a plan
+            for k in ([] if chosen is not None else np.argsort(-sizes, kind="stable")):
                 if sizes[k] < min_eliminate or len(cur) - sizes[k] == 0:
                     break
                 pos = np.flatnonzero(cur_blocks == k)
@@ -99,7 +141,7 @@ class BlockSchurSolver:
             mask = np.ones(len(cur), dtype=bool)
             mask[b_local] = False
             rest_local = np.flatnonzero(mask)
-            d = np.asarray(M[b_local][:, b_local].diagonal()).ravel()
+            d = np.asarray(diag[b_local]).ravel()
             if not np.all(d > 0):
                 bad = cur[b_local][~(d > 0)]
                 vec = np.zeros(n)
@@ -107,20 +149,24 @@ class BlockSchurSolver:
                 raise NotPositiveDefinite(
                     f"{len(bad)} parameter(s) carry no information", null_vector=vec
                 )
-            C = M[b_local][:, rest_local].tocsr()
+            if first is not None and first.choice is not chosen:
+                first.choice, first._subs = chosen, {}
+            take = first.sub if first is not None else _sub
+            C = take(M, b_local, rest_local, "C")
             W = C.copy()  # D^{-1} C: each row scaled (no sparse product)
             W.data *= np.repeat(1.0 / d, np.diff(W.indptr))
             if len(b_local) * len(rest_local) <= _DENSE_PRODUCT_CELLS:
                 # a small remainder (the everyday design: a few dozen models, judges, items):
                 # C^T D^{-1} C by BLAS, ~10x faster than a sparse product with C's 1.5 M entries
                 Cd = C.toarray()
-                S = M[rest_local][:, rest_local].toarray() - Cd.T @ W.toarray()
+                S = take(M, rest_local, rest_local, "E").toarray() - Cd.T @ W.toarray()
             else:
-                S = M[rest_local][:, rest_local] - (C.T @ W)
+                S = take(M, rest_local, rest_local, "E") - (C.T @ W)
             self.levels.append(_Level(b_local, rest_local, d, W))
             self._order.append(cur[b_local])
             M = sp.csr_matrix(S)
             cur = cur[rest_local]
+            first = None
 
         r = len(cur)
         if r > dense_max:

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -54,7 +54,7 @@ from .._errors import ConvergenceError, DesignError, IrtpeerError
 from .._fitrecord import DimensionFit
 from ..ratings import Ratings
 from ..spec import ModelSpec
-from ._blocksolve import BlockSchurSolver, NotPositiveDefinite
+from ._blocksolve import BlockSchurSolver, NotPositiveDefinite, SchurPlan
 from ._cg import IterativeSchurSolver
 from ._likelihood import _as_index, _read_only, make_engine
 from ._threads import choose_threads, torch_threads
@@ -370,7 +370,7 @@ class TorchMFRM:
                 if dense:
                     H = ev.full_hessian(off)[F][:, F] + (lam * _speye(len(F)) if lam else 0)
                 try:
-                    solver = BlockSchurSolver(H, lay.blocks)
+                    solver = BlockSchurSolver(H, lay.blocks, plan=lay.schur_plan)
                 except MemoryError:
                     if self.solver == "direct":
                         raise
@@ -472,6 +472,7 @@ class _Layout:
     core_sums: _ElementSums  # the same for the fitted ones
     solver_kind: str | None = None  # "direct" or "iterative", chosen at the first Newton step
     restrict: tuple | None = None  # the Hessian's pattern restricted to F (see _restrict)
+    schur_plan: SchurPlan = field(default_factory=lambda: SchurPlan())  # the direct solver's
 
     @property
     def n(self) -> int:
