@@ -514,10 +514,12 @@ class GridLikelihoodEngine:
         A = len(sizes)
         strides = [int(np.prod(sizes[a + 1 :])) for a in range(A)]
         grid = torch.full((int(np.prod(sizes)),), -1, dtype=torch.int8, device=dev)
+        kt = torch.int32 if grid.numel() < 2**31 else torch.int64  # cell keys, per chunk
         for s in range(0, len(data.x), chunk):
-            key = torch.zeros(min(chunk, len(data.x) - s), dtype=torch.int64, device=dev)
+            key = torch.zeros(min(chunk, len(data.x) - s), dtype=kt, device=dev)
             for a in range(A):
-                key += _read_only(data.idx[a][s : s + chunk], None, dev).to(torch.int64) * strides[a]
+                ix = _read_only(data.idx[a][s : s + chunk], None, dev)
+                key.add_(ix if strides[a] == 1 else ix.to(kt) * strides[a])
             grid[key] = _read_only(data.x[s : s + chunk], None, dev).to(torch.int8)
         n_obs = int((grid >= 0).sum())
         if n_obs != len(data.x):
