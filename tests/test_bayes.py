@@ -209,3 +209,25 @@ def test_pointwise_log_likelihood_for_loo(ample):
         n, n.sum(), np.ones(3) / 3) + n.sum() * np.log(1 / 3)
     assert abs(float(ll.values[0, 0, 0]) - expected) < 1e-8
     assert np.isfinite(az.loo(cal.idata, var_name="A__cells").elpd_loo)
+
+
+def test_fused_softplus_op_value_and_gradient():
+    # the binary likelihood's sum(total * softplus(eta)) with its fused gradient, in the NumPy
+    # perform (PyMC's backends) and the numba kernel (nutpie), against SciPy
+    import pytensor
+    import pytensor.tensor as pt
+    from scipy.special import expit, log1p
+
+    from irtpeer.estimators._bayes_ops import softplus_dot
+
+    rng = np.random.default_rng(0)
+    eta0 = rng.normal(0, 8, size=(40, 3))  # large |eta| too: no overflow
+    total = rng.integers(0, 4, size=(40, 3)).astype(float)
+    x = pt.dmatrix("x")
+    value = softplus_dot(x, total)
+    expected = np.sum(total * (np.maximum(eta0, 0) + log1p(np.exp(-np.abs(eta0)))))
+    for mode in ("FAST_COMPILE", "NUMBA"):
+        f = pytensor.function([x], [value, pytensor.grad(value, x)], mode=mode)
+        v, g = f(eta0)
+        assert abs(v - expected) < 1e-9 * abs(expected), mode
+        np.testing.assert_allclose(g, total * expit(eta0), rtol=1e-12, atol=1e-300)

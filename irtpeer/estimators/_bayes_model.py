@@ -244,12 +244,6 @@ def _threshold_term(pt, cells: Cells, cum):
     return pt.sum(cat_tot * cum)
 
 
-def _softplus(pt, x):
-    """log(1 + exp(x)), stable; its gradient shares one exp with the value (1.6x faster than
-    PyTensor's softplus op with its gradient on this machine)."""
-    return pt.maximum(x, 0.0) + pt.log1p(pt.exp(-pt.abs(x)))
-
-
 def _loglik_dense(pt, cells: Cells, theta, u, bs: dict, cum):
     d = cells.dense
     a = theta[d.row_elems[0]]
@@ -264,7 +258,9 @@ def _loglik_dense(pt, cells: Cells, theta, u, bs: dict, cum):
     total = d.counts.sum(-1)
     lin = pt.dot(score.sum(1), a) - pt.dot(score.sum(0), c)
     if cells.K == 1:
-        return lin - pt.sum(total * _softplus(pt, eta))
+        from ._bayes_ops import softplus_dot
+
+        return lin - softplus_dot(eta, total)
     if cells.pcm is None:
         psi = eta[:, :, None] * k - cum
     elif cells.pcm in d.col_elems:
@@ -306,7 +302,9 @@ def _loglik(pt, cells: Cells, eta, cum):
     counts = cells.counts
     total = counts.sum(1)
     if cells.K == 1:
-        return pt.dot(counts[:, 1], eta) - pt.dot(total, _softplus(pt, eta))
+        from ._bayes_ops import softplus_dot
+
+        return pt.dot(counts[:, 1], eta) - softplus_dot(eta, total)
     k = np.arange(cells.K + 1, dtype=float)
     if cells.pcm is None:
         psi = eta[:, None] * k[None, :] - cum[None, :]
