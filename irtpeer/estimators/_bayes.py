@@ -163,6 +163,14 @@ class BayesMFRM:
         }
 
     def _resolve_sampler(self) -> str:
+        if self.method == "pathfinder":
+            try:
+                import pymc_extras  # noqa: F401
+            except ImportError:
+                raise MissingDependencyError(
+                    "method 'pathfinder' needs the package 'pymc-extras': install it with "
+                    "`pip install 'irtpeer[bayes]'`, or use method 'advi' or 'nuts'"
+                ) from None
         if self.method != "nuts":
             return self.method
         if self.sampler in ("auto", "nutpie"):
@@ -251,15 +259,13 @@ class BayesMFRM:
     def _approximate(self, pm, seed: int):
         n = self.draws * self.chains
         if self.method == "pathfinder":
-            try:
-                import pymc_extras as pmx
-            except ImportError:
-                raise MissingDependencyError(
-                    "method 'pathfinder' needs the package 'pymc-extras': install it with "
-                    "`pip install pymc-extras`, or use method 'advi' or 'nuts'"
-                ) from None
-            idata = pmx.fit(method="pathfinder", num_draws=n, random_seed=seed,
-                            progressbar=self.progress)
+            import pymc_extras as pmx
+
+            # paths run one after the other in this process (no worker processes to start, the
+            # same draws for the same seed); pymc-extras' own summary table is not printed
+            idata = pmx.fit(method="pathfinder", num_paths=self.chains, num_draws=n,
+                            num_draws_per_path=self.draws, concurrent=None,
+                            random_seed=seed, progressbar=self.progress, display_summary=False)
             return _raw(idata, self.chains), {}, {"elbo_change": float("nan")}
         approx = pm.fit(n=self.advi_iterations, method="advi", random_seed=seed,
                         progressbar=self.progress)
