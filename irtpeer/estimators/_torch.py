@@ -718,20 +718,27 @@ class _ElementSums:
 def _element_sums(data: FacetData, scores: np.ndarray | None = None,
                   step: int = 1 << 22) -> _ElementSums:
     """Counts and totals of every facet's elements in one chunked pass (``index_add_`` on the
-    codes as they are: no int64 or float64 copy of a whole column)."""
+    codes as they are: no int64 or float64 copy of a whole column; the facets side by side in
+    threads when torch may use several)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     scores = data.x if scores is None else scores
     A, w = len(data.sizes), data.w
     acc = [torch.zeros(4 if w is not None else 2, s, dtype=torch.float64) for s in data.sizes]
-    for s in range(0, len(scores), step):
-        x = torch.from_numpy(np.asarray(scores[s : s + step], dtype=np.float64))
-        src = [torch.ones_like(x), x]
-        if w is not None:
-            wc = torch.from_numpy(np.asarray(w[s : s + step], dtype=np.float64))
-            src += [wc, wc * x]
-        for a in range(A):
-            ix = _as_index(_read_only(np.ascontiguousarray(data.idx[a][s : s + step]), None, "cpu"))
-            for j, v in enumerate(src):  # one 1-D index_add_ per sum: 8x faster than 2-D rows
-                acc[a][j].index_add_(0, ix, v)
+
+    def add(a, s, src):
+        ix = _as_index(_read_only(np.ascontiguousarray(data.idx[a][s : s + step]), None, "cpu"))
+        for j, v in enumerate(src):  # one 1-D index_add_ per sum: 8x faster than 2-D rows
+            acc[a][j].index_add_(0, ix, v)
+
+    with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), A))) as pool:
+        for s in range(0, len(scores), step):
+            x = torch.from_numpy(np.asarray(scores[s : s + step], dtype=np.float64))
+            src = [torch.ones_like(x), x]
+            if w is not None:
+                wc = torch.from_numpy(np.asarray(w[s : s + step], dtype=np.float64))
+                src += [wc, wc * x]
+            list(pool.map(lambda a, s=s, src=src: add(a, s, src), range(A)))
     out = [a.numpy() for a in acc]
     cnt, tot = [o[0] for o in out], [o[1] for o in out]
     if w is None:
