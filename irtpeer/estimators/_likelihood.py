@@ -56,6 +56,9 @@ BLOCK_MAX_CELLS = 1 << 29
 #: byte per observation); otherwise each observation keeps its cell's index (4 bytes)
 LUT_MIN_CELLS = 1 << 16
 LUT_CELLS_PER_OBS = 0.25
+#: Observations per chunk of a pass on CPU (measured at 1.2 M ratings: a rating-scale pass
+#: 0.78 -> 0.41 CPU s, binary 0.16 -> 0.13, against 2 M-observation chunks)
+CPU_CHUNK = 1 << 16
 #: Cells per block of a grid pass on CPU (temporaries stay in cache: measured fastest)
 GRID_BLOCK_CELLS = 1 << 15
 _INDEX_DTYPES = (torch.int32, torch.int64)
@@ -178,7 +181,9 @@ class LikelihoodEngine:
     def __init__(self, data: FacetData, device: str | torch.device = "cpu", chunk: int = 2_000_000):
         self.data = data
         self.device = torch.device(device)
-        self.chunk = int(chunk)
+        # on CPU a pass goes through CPU_CHUNK observations at a time whatever ``chunk`` says:
+        # the temporaries (several float64 per observation and category) then stay in cache
+        self.chunk = int(chunk) if self.device.type != "cpu" else min(int(chunk), CPU_CHUNK)
         dev = self.device
         self.idx = [_codes(a, dev) for a in data.idx]
         self.x = _codes(data.x, dev)
