@@ -150,7 +150,7 @@ def test_bad_options_are_one_line_errors(ample):
 def test_vectorised_convergence_diagnostics_equal_arviz():
     import arviz as az
 
-    from irtpeer.estimators._bayes_convergence import ess_bulk, ess_tail, rhat_rank
+    from irtpeer.estimators._bayes_convergence import convergence, ess_bulk, ess_tail, rhat_rank
 
     rng = np.random.default_rng(0)
     C, D, P = 4, 300, 12
@@ -165,6 +165,9 @@ def test_vectorised_convergence_diagnostics_equal_arviz():
     np.testing.assert_allclose(rhat_rank(x), az.rhat(ds)["x"].values, rtol=1e-12)
     np.testing.assert_allclose(ess_bulk(x), az.ess(ds, method="bulk")["x"].values, rtol=0.005)
     np.testing.assert_allclose(ess_tail(x), az.ess(ds, method="tail")["x"].values, rtol=0.005)
+    # the one-pass version the estimator uses: the same numbers exactly
+    for one, alone in zip(convergence(x), (rhat_rank(x), ess_bulk(x), ess_tail(x))):
+        np.testing.assert_array_equal(one, alone)
 
 
 def test_advi_is_close_and_labelled_approximate(ample, bayes_cal):

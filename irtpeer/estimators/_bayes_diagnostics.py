@@ -42,15 +42,15 @@ def model_scores(design: DimensionDesign, rep: Reported) -> np.ndarray:
 
 def _convergence(rep: Reported, stats: dict):
     """Worst rank-normalised R-hat and smallest bulk/tail ESS over every reported quantity."""
-    from ._bayes_convergence import ess_bulk, ess_tail, rhat_rank
+    from ._bayes_convergence import convergence
 
     parts = [d for d in rep.draws]
     if rep.tau is not None:
         parts.append(rep.tau.reshape(*rep.tau.shape[:2], -1))
     parts += [v[..., None] for v in rep.scalars.values()]
     x = np.concatenate(parts, axis=-1)
-    return (float(np.nanmax(rhat_rank(x))), float(np.nanmin(ess_bulk(x))),
-            float(np.nanmin(ess_tail(x))))
+    rhat, bulk, tail = convergence(x)
+    return float(np.nanmax(rhat)), float(np.nanmin(bulk)), float(np.nanmin(tail))
 
 
 def diagnostics_row(design: DimensionDesign, cells: Cells, rep: Reported, stats: dict,
