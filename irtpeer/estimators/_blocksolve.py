@@ -27,8 +27,8 @@ import scipy.sparse as sp
 
 __all__ = ["BlockSchurSolver", "NotPositiveDefinite", "SchurPlan"]
 
-#: Eliminations whose C (eliminated x remaining) has at most this many cells form the Schur
-#: complement densely (C as a dense array: 160 MB at most).
+#: Eliminations whose C (eliminated x remaining) has at most this many cells, a quarter of them
+#: or more filled, form the Schur complement densely (C as a dense array: 160 MB at most).
 _DENSE_PRODUCT_CELLS = 20_000_000
 
 
@@ -155,7 +155,8 @@ class BlockSchurSolver:
             C = take(M, b_local, rest_local, "C")
             W = C.copy()  # D^{-1} C: each row scaled (no sparse product)
             W.data *= np.repeat(1.0 / d, np.diff(W.indptr))
-            if len(b_local) * len(rest_local) <= _DENSE_PRODUCT_CELLS:
+            cells = len(b_local) * len(rest_local)
+            if cells <= _DENSE_PRODUCT_CELLS and C.nnz >= 0.25 * cells:
                 # a small remainder (the everyday design: a few dozen models, judges, items):
                 # C^T D^{-1} C by BLAS, ~10x faster than a sparse product with C's 1.5 M entries
                 Cd = C.toarray()

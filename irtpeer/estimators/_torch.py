@@ -256,7 +256,7 @@ class TorchMFRM:
         """Damped Newton on the (penalised) negative log-likelihood in the free coordinates."""
         F = lay.F
         names = [design.person_facet, *design.facet_names]
-        x = _anchored_start(lay, _start_values(lay.core, lay.active, lay.core_sums))
+        x = _anchored_start(lay, _start_values(lay.core, lay.active, lay.core_sums, expand=lam == 0))
 
         def objective(ev, xv):
             return ev.f + 0.5 * lam * float(np.dot(xv[F], xv[F]))
@@ -779,9 +779,12 @@ def _find_extremes(data: FacetData, iterate: bool = True, sums: _ElementSums | N
     return extreme, keep
 
 
-def _start_values(data: FacetData, active: np.ndarray, sums: _ElementSums) -> np.ndarray:
+def _start_values(data: FacetData, active: np.ndarray, sums: _ElementSums,
+                  expand: bool = True) -> np.ndarray:
     """PROX start: logits of each element's mean score, expanded for the spread of the other
-    facets (:func:`_prox_expand`); thresholds from category counts."""
+    facets (:func:`_prox_expand`; not with a penalty, whose optimum is shrunk towards 0: in
+    response mode, 12 judgments per response, expanding took 7 Newton iterations instead of 5);
+    thresholds from category counts."""
     A = len(data.sizes)
     K = max(data.K, 1)
     off = data.offsets
@@ -799,7 +802,8 @@ def _start_values(data: FacetData, active: np.ndarray, sums: _ElementSums) -> np
             act = active[off[a] : off[a + 1]] & (cnt > 0)
             val = -(lg - (lg[act].mean() if act.any() else 0.0))
             x[off[a] : off[a + 1]] = np.where(act, val, 0.0)
-    _prox_expand(x, off, [sums.wcnt[a] * active[off[a] : off[a + 1]] for a in range(A)])
+    if expand:
+        _prox_expand(x, off, [sums.wcnt[a] * active[off[a] : off[a + 1]] for a in range(A)])
     if data.K > 1:
         nk = np.bincount(data.x, weights=w, minlength=data.K + 1) + 0.5
         tau = np.log(nk[:-1] / nk[1:])
