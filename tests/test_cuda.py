@@ -8,7 +8,11 @@ weights, several chunks, a dense facet pair, the grid engine) is run twice and c
   Cov(t), per observation), and the fit with tiny chunks (many index_add_ passes per
   evaluation) against the fit in one chunk;
 * on CUDA, where a device exists: the same fit on ``cuda`` against ``cpu``: measures to 1e-9
-  logits, SEs, covariances and scores to 1e-8 relative, the same number of Newton iterations.
+  logits, SEs, covariances and scores to 1e-8 relative, the same number of Newton iterations,
+  and two passes on the device equal bitwise (index_add_ in torch's deterministic mode).
+
+Also on CPU: int8 codes, the per-observation pair index (lookup table and sorted routes), and
+the grid pass split over threads.
 """
 
 from __future__ import annotations
