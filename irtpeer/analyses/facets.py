@@ -83,7 +83,8 @@ def facet_summary(cal, ratings=None, *, se: str = "model") -> pd.DataFrame:
         ext = g["status"].astype(str).str.startswith("extreme").to_numpy()
         row = {"dimension": d, "facet": f, "elements": len(g), "extreme": int(ext.sum())}
         row.update(separation_statistics(g["measure"].to_numpy()[~ext], g["_se"].to_numpy()[~ext]))
-        row["mean_se"] = float(np.nanmean(g["se"].astype(float))) if len(g) else np.nan
+        se = g["se"].astype(float)  # NaN for a facet whose se was not asked for (--se-facets)
+        row["mean_se"] = float(se.mean()) if se.notna().any() else np.nan
         rows.append(row)
     out = pd.DataFrame(rows)
     return out.drop(columns=["elements_used"], errors="ignore")
