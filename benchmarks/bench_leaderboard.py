@@ -1,7 +1,7 @@
 """Leaderboard-shaped IRT: models x benchmark items, binary, cells missing at random.
 
-`irtpeer score` is run the way a user runs it (a subprocess on a parquet file, `/usr/bin/time`
-for wall time and peak resident memory), and the same data go through scikit-learn's
+`irtpeer score` is run the way a user runs it (a subprocess on a parquet file; wall time and the
+child's peak resident memory), and the same data go through scikit-learn's
 LogisticRegression (lbfgs) on a sparse one-hot design at the sizes it can finish: with
 ``--penalty 1`` both fit the same ridge objective (``C = 1``, no intercept), so the objective gap
 is meaningful. Parameter recovery against the simulated truth is reported for the exact MLE
@@ -10,13 +10,15 @@ intervals (``se``, exact, from the dense Schur complement).
 
     python benchmarks/bench_leaderboard.py --models 2000 --items 5000             # 7 M responses
     python benchmarks/bench_leaderboard.py --models 6000 --items 30000 --skip-sklearn   # 126 M
+    python benchmarks/bench_leaderboard.py --models 11785 --items 36259 --missing 0 \
+        --skip-sklearn --skip-ridge --max-rss-gb 18                                   # 427 M
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import os
 import subprocess
 import sys
 import tempfile
@@ -27,42 +29,89 @@ import numpy as np
 
 
 def make_data(models: int, items: int, missing: float, seed: int, path: Path):
-    """Write the responses (model, question, score) to parquet; return the true parameters."""
-    import pandas as pd
+    """Write the responses (model, question, score) to parquet; return the true parameters.
+
+    Rows are made and written a block of models at a time (one parquet row group each), so
+    memory stays one block (~20 M responses) whatever the size: the 427 M-response complete
+    matrix is written without ever holding it. Labels are dictionary-encoded (categoricals).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     rng = np.random.default_rng(seed)
     theta, b = rng.normal(0, 1, models), rng.normal(0, 1, items)
-    ms, qs, ys = [], [], []
+    mdict = pa.array([f"m{i:05d}" for i in range(models)])
+    qdict = pa.array([f"q{i:06d}" for i in range(items)])
+    mtype = np.int16 if models <= np.iinfo(np.int16).max else np.int32
+    qtype = np.int16 if items <= np.iinfo(np.int16).max else np.int32
+    n = 0
     step = max(1, 20_000_000 // items)
-    for s in range(0, models, step):  # rows in blocks: memory stays a few bytes per response
-        keep = rng.random((min(step, models - s), items)) >= missing
-        m, q = np.nonzero(keep)
-        m = m + s
-        p = 1.0 / (1.0 + np.exp(-(theta[m] - b[q])))
-        ys.append((rng.random(len(m)) < p).astype(np.int8))
-        ms.append(m.astype(np.int32))
-        qs.append(q.astype(np.int32))
-    m, q, y = np.concatenate(ms), np.concatenate(qs), np.concatenate(ys)
-    df = pd.DataFrame({
-        "model": pd.Categorical.from_codes(m, [f"m{i:05d}" for i in range(models)]),
-        "question": pd.Categorical.from_codes(q, [f"q{i:06d}" for i in range(items)]),
-        "score": y,
-    })
-    df.to_parquet(path, index=False)
-    return theta, b, len(df)
+    writer = None
+    try:
+        for s in range(0, models, step):
+            keep = rng.random((min(step, models - s), items)) >= missing
+            m, q = np.nonzero(keep)
+            del keep
+            m = (m + s).astype(mtype)
+            q = q.astype(qtype)
+            p = 1.0 / (1.0 + np.exp(-(theta[m] - b[q])))
+            y = (rng.random(len(m)) < p).astype(np.int8)
+            del p
+            table = pa.table({
+                "model": pa.DictionaryArray.from_arrays(pa.array(m), mdict),
+                "question": pa.DictionaryArray.from_arrays(pa.array(q), qdict),
+                "score": pa.array(y),
+            })
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+            n += len(y)
+    finally:
+        if writer is not None:
+            writer.close()
+    return theta, b, n
 
 
-def run_cli(path: Path, out: Path, *flags: str) -> dict:
-    """`irtpeer score` end to end: wall seconds and peak RSS (GB) from /usr/bin/time -v."""
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "irtpeer", "score", str(path),
-           "--out", str(out), *flags]
-    t0 = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - t0
-    if res.returncode != 0:
-        raise RuntimeError(res.stderr[-3000:])
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", res.stderr).group(1))
-    return {"wall_s": wall, "peak_gb": rss / 1e6}
+def _rss_gb(pid: int) -> float:
+    """Resident memory of a running process (GB), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_cli(path: Path, out: Path, *flags: str, max_rss_gb: float | None = None) -> dict:
+    """`irtpeer score` end to end in a subprocess: wall seconds and peak RSS (GB, the child's
+    ru_maxrss). With ``max_rss_gb`` the run is killed when its resident memory passes that
+    (a shared machine is protected), and the error says so."""
+    cmd = [sys.executable, "-m", "irtpeer", "score", str(path), "--out", str(out), *flags]
+    log = out.parent / "irtpeer_score.log"
+    with open(log, "w+") as fh:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        killed, seen = False, 0.0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            seen = max(seen, _rss_gb(proc.pid))
+            if max_rss_gb is not None and seen > max_rss_gb and not killed:
+                proc.kill()
+                killed = True
+            time.sleep(0.1)
+        wall = time.perf_counter() - t0
+        fh.seek(0)
+        text = fh.read()
+    peak = usage.ru_maxrss / 1e6
+    if killed:
+        raise RuntimeError(f"stopped at {wall:.0f} s: resident memory passed {max_rss_gb} GB")
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(text[-3000:])
+    return {"wall_s": wall, "peak_gb": peak}
 
 
 def recovery(out: Path, theta: np.ndarray, b: np.ndarray) -> dict:
@@ -127,8 +176,11 @@ def main(argv=None):
     ap.add_argument("--skip-sklearn", action="store_true")
     ap.add_argument("--skip-ridge", action="store_true", help="skip the penalty-1 irtpeer run")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each irtpeer fit (best kept)")
+    ap.add_argument("--max-rss-gb", type=float, default=None,
+                    help="kill `irtpeer score` when its resident memory passes this many GB")
+    ap.add_argument("--tmp", default=None, help="folder for the parquet file and outputs")
     args = ap.parse_args(argv)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         tmp = Path(tmp)
         path = tmp / "leaderboard.parquet"
         t0 = time.perf_counter()
@@ -138,7 +190,8 @@ def main(argv=None):
         report = {"models": args.models, "items": args.items, "responses": n}
 
         def best(*flags):
-            runs = [run_cli(path, tmp / "out", *flags) for _ in range(args.repeat)]
+            runs = [run_cli(path, tmp / "out", *flags, max_rss_gb=args.max_rss_gb)
+                    for _ in range(args.repeat)]
             return min(runs, key=lambda r: r["wall_s"])
 
         mle = best("--penalty", "0", "--se-facets", "model")
