@@ -41,7 +41,7 @@ ESTIMATOR_FLAGS: dict[str, tuple[str, dict]] = {
     "se_facets": ("--se-facets", {"help": "facets that get full-information se when the design is too large for all (torch)"}),
     "person_prior": ("--person-prior", {"help": "normal | flat (bayes; default: normal)"}),
     "draws": ("--draws", {"type": int, "help": "posterior draws per chain (bayes)"}),
-    "tune": ("--tune", {"type": int, "help": "tuning steps per chain (bayes)"}),
+    "tune": ("--tune", {"type": int, "help": "tuning steps per chain (bayes; default 500 with nutpie, 1000 with PyMC NUTS)"}),
     "chains": ("--chains", {"type": int, "help": "chains (bayes)"}),
     "seed": ("--seed", {"type": int, "help": "random seed (bayes)"}),
     "method": ("--method", {"help": "nuts | advi | pathfinder (bayes; default: nuts)"}),
