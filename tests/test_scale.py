@@ -235,3 +235,23 @@ def test_schur_plan_reused_across_newton_iterations_gives_the_same_solves():
         found.append(plan._subs)
     assert found[1] is found[0]  # reused for the same pattern
     assert found[2] is not found[1]  # found again for a new one
+
+
+def test_averaged_duplicates_read_only_weights_fit_without_warning(tmp_path):
+    # Ratings.weights() of a copy-on-write frame is a read-only view: torch must not be handed
+    # it as if writable ("The given NumPy array is not writable"). A fresh interpreter, because
+    # torch prints that warning once per process.
+    code = (
+        "import warnings, pandas as pd, irtpeer\n"
+        "sim = irtpeer.simulate(models=6, questions=20, judges=2, dimensions='A', seed=1)\n"
+        "df = pd.concat([sim.ratings, sim.ratings.iloc[:30]], ignore_index=True)\n"
+        "r = irtpeer.load_ratings(df, duplicates='mean')\n"
+        "assert r.weights() is not None and not r.weights().flags.writeable\n"
+        "warnings.simplefilter('error')\n"
+        "cal = irtpeer.TorchMFRM(device='cpu').fit(r).calibration_\n"
+        "print(cal.measures['measure'].notna().sum())\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert int(res.stdout.split()[-1]) > 0

@@ -733,10 +733,11 @@ def _element_sums(data: FacetData, scores: np.ndarray | None = None,
 
     with ThreadPoolExecutor(max(1, min(torch.get_num_threads(), A))) as pool:
         for s in range(0, len(scores), step):
-            x = torch.from_numpy(np.asarray(scores[s : s + step], dtype=np.float64))
+            # views of read-only columns (pandas copy-on-write): only read, so no copy
+            x = _read_only(scores[s : s + step], torch.float64, "cpu")
             src = [torch.ones_like(x), x]
             if w is not None:
-                wc = torch.from_numpy(np.asarray(w[s : s + step], dtype=np.float64))
+                wc = _read_only(w[s : s + step], torch.float64, "cpu")
                 src += [wc, wc * x]
             list(pool.map(lambda a, s=s, src=src: add(a, s, src), range(A)))
     out = [a.numpy() for a in acc]
