@@ -2,8 +2,10 @@
 (nested Schur complements, factorised densely) is the reference: the iterative solver (CG on the
 Schur complement), dense facet-pair blocks, standard errors by iterative solves, --se-facets."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -255,3 +257,122 @@ def test_averaged_duplicates_read_only_weights_fit_without_warning(tmp_path):
                          check=False, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert int(res.stdout.split()[-1]) > 0
+
+
+def test_se_route_compares_the_cost_of_forming_s_with_the_solves():
+    # dense: n_e n_r^2 / 2 (lower triangle of S) + n_r^3 (factorise, invert) [+ n_e n_r^2 when
+    # eliminated elements are asked for]; iterative: iterations x product x elements asked for
+    ne, nr, prod, it = 1000, 100, 1e4, 10
+    dense = 0.5 * ne * nr**2 + nr**3  # 6e6 multiply-adds
+    assert dense == 6e6
+    assert cg.se_route(ne, nr, 60, 0, prod, it) == "dense"  # 60 solves cost 6e6 too
+    assert cg.se_route(ne, nr, 59, 0, prod, it) == "iterative"
+    assert cg.se_route(ne, nr, 100, 1, prod, it) == "iterative"  # + 1e7 for eliminated ones
+    assert cg.se_route(ne, nr, 100, 200, prod, it) == "dense"
+    # the issue's complete 11,785 x 36,259 leaderboard, model se: forming S (~2.5e12 + 1.6e12)
+    # against 11,785 solves of ~10 products of 2 x 427 M multiply-adds (~1e14)
+    big = {"n_elim": 36_259, "n_rest": 11_785, "want_elim": 0, "product": 2 * 11_785 * 36_259.0}
+    assert cg.se_route(**big, want_rest=11_785, iters=10) == "dense"
+    assert cg.se_route(**big, want_rest=20, iters=10) == "iterative"  # a few elements: solves
+    assert cg.se_route(36_259, 25_000, 25_000, 0, 1e9, 10) == "iterative"  # S would not fit
+
+
+def _leaderboard_hessian(models, items, seed=0):
+    """Free-coordinate Hessian of a complete binary models x items leaderboard (last item
+    dropped), the model x item block as a dense piece, built a block of rows at a time."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    theta, b = rng.normal(size=models), rng.normal(size=items)
+    B = np.empty((models, items))
+    for s in range(0, models, 256):
+        p = 1 / (1 + np.exp(-(theta[s : s + 256, None] - b[None, :])))
+        B[s : s + 256] = -p * (1 - p)
+    n = models + items - 1
+    Hs = sp.diags(np.r_[-B.sum(1), -B.sum(0)[:-1]]).tocsr()
+    dense = [(np.arange(models), np.r_[np.arange(models, n), -1], B)]
+    return Hs, dense, [np.arange(models), np.arange(models, n)]
+
+
+def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch):
+    Hs, dense, blocks = _leaderboard_hessian(37, 90)
+    n = Hs.shape[0]
+    H = Hs.toarray()
+    H[:37, 37:] += dense[0][2][:, :-1]
+    H[37:, :37] += dense[0][2][:, :-1].T
+    Hi = np.linalg.inv(H)
+    # several chunks of C's rows and blocks of S's columns (S is formed in pieces, in place)
+    monkeypatch.setattr(cg, "_CHUNK_CELLS", 37 * 7)
+    monkeypatch.setattr(cg, "_BLOCK_CELLS", 37 * 5)
+    want = np.zeros(n, dtype=bool)
+    want[:37] = want[[40, 99]] = True  # all models and two items (eliminated)
+    it = cg.IterativeSchurSolver(Hs, dense, blocks).diag_inv(want, route="iterative")
+    S = cg.IterativeSchurSolver(Hs, dense, blocks)
+    assert len(S.be) == 89 and S.product == 37 + 2 * 37 * 90 + 89  # E, C both ways, D^-1
+    de = S.diag_inv(want, route="dense")
+    assert S.se_method.startswith("exact (Schur complement")
+    np.testing.assert_allclose(de[want], np.diag(Hi)[want], rtol=1e-10)
+    np.testing.assert_allclose(it[want], de[want], rtol=1e-8)
+    np.testing.assert_allclose(S.inverse_block(np.arange(37), None), Hi[:37, :37], rtol=1e-10)
+    g = np.random.default_rng(1).normal(size=(n, 2))
+    np.testing.assert_allclose(S.solve(g), Hi @ g, rtol=1e-9, atol=1e-12)  # via S^-1 now
+
+
+def test_forced_se_routes_give_the_same_fit(monkeypatch):
+    df, _, _ = leaderboard(40, 150, 0.3, seed=7)
+    monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)  # the model x question block dense
+    monkeypatch.setattr(cg, "_CHUNK_CELLS", 40 * 11)
+    monkeypatch.setattr(cg, "_BLOCK_CELLS", 40 * 3)
+    fits = {}
+    for route in ("dense", "iterative"):
+        monkeypatch.setattr(cg, "se_route", lambda *a, route=route: route)
+        fits[route] = fit(df, solver="iterative", se_facets="model,question")
+    a, b = fits["dense"], fits["iterative"]
+    assert a.convergence["se_method"].iloc[0].startswith("exact (Schur complement")
+    assert b.convergence["se_method"].iloc[0].startswith("exact (iterative solves")
+    np.testing.assert_array_equal(a.measures["measure"], b.measures["measure"])
+    assert a.measures["se"].notna().all()
+    np.testing.assert_allclose(b.measures["se"], a.measures["se"], rtol=1e-8)
+    for dim in a.cov:
+        np.testing.assert_allclose(b.cov[dim].to_numpy(), a.cov[dim].to_numpy(), rtol=1e-8,
+                                   atol=1e-14)
+    assert_same_fit(fit(df, solver="direct"), a)
+
+
+def test_block_helpers_mirror_and_symmetrize_in_place(monkeypatch):
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(23, 23))
+    monkeypatch.setattr(cg, "_BLOCK_CELLS", 23 * 4)
+    L = A.copy()
+    cg._mirror_lower(L)
+    np.testing.assert_array_equal(L, np.tril(A) + np.tril(A, -1).T)
+    ref = 0.5 * (A + A.T)
+    out = tmod._symmetrize(A, cells=25)  # 5 x 5 blocks, the last ones ragged
+    assert out is A
+    np.testing.assert_allclose(A, ref, rtol=0, atol=1e-15)
+    assert (A == A.T).all()
+
+
+def test_se_stage_memory_is_s_plus_bounded_blocks():
+    # 2,000 models x 3,000 items: S is 32 MB. Forming it in place, factorising and inverting it
+    # in place, and the model block of the inverse must cost ~S plus the chunks (2 MB each here),
+    # not several S-sized temporaries (before: ~5.6 S). Peak resident memory in a fresh process.
+    code = (
+        "import resource, numpy as np\n"
+        "import irtpeer.estimators._cg as cg\n"
+        "import tests.test_scale as ts\n"
+        "cg._CHUNK_CELLS = cg._BLOCK_CELLS = 1 << 18\n"
+        "Hs, dense, blocks = ts._leaderboard_hessian(2000, 3000)\n"
+        "S = cg.IterativeSchurSolver(Hs, dense, blocks)\n"
+        "want = np.zeros(S.n, bool); want[:2000] = True\n"
+        "r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "d = S.diag_inv(want, route='dense'); blk = S.inverse_block(np.arange(2000), None)\n"
+        "r1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "assert np.all(d[:2000] > 0) and blk.shape == (2000, 2000)\n"
+        "print((r1 - r0) * 1024 / (2000 * 2000 * 8))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=False, timeout=120, cwd=str(Path(__file__).resolve().parents[1]),
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert float(res.stdout.split()[-1]) < 1.4  # extra peak, in units of S (measured 1.15)

@@ -9,11 +9,11 @@ CG on ``S = E - C^T D^{-1} C``, which is never formed: ``S v`` costs two product
 per facet (exactly, without forming ``S``) and the exact inverse of the small blocks (thresholds,
 small facets). Many right-hand sides are solved together (one matrix product per iteration).
 
-Standard errors need the diagonal of ``H^{-1}``. When ``S`` fits in memory (its side at most
-:data:`DENSE_S_MAX`) it is formed once, in chunks of ``C`` with BLAS, and factorised: the
-remainder's inverse diagonal is then exact, and the eliminated facet's
-``1/d + diag(W S^{-1} W^T)`` (``W = D^{-1} C``) is computed when asked for or cheap. Otherwise
-the diagonal entries asked for come from CG solves, one per element, batched.
+Standard errors need the diagonal of ``H^{-1}``. Two routes give it exactly: form ``S`` densely
+(its side at most :data:`DENSE_S_MAX`), in place, a block of ``C``'s rows and of ``S``'s columns
+at a time, factorise and invert it in place (the remainder's inverse diagonal is then exact, and
+the eliminated facet's ``1/d + diag(W S^{-1} W^T)``, ``W = D^{-1} C``, follows); or one CG solve
+per element asked for, batched. :func:`se_route` picks the cheaper in multiply-adds.
 """
 
 from __future__ import annotations
@@ -21,19 +21,55 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+from scipy.linalg import cho_solve, lapack
 
 from ._blocksolve import NotPositiveDefinite
 
-__all__ = ["DENSE_S_MAX", "SE_FREE_FLOPS", "IterativeSchurSolver"]
+__all__ = ["DENSE_S_MAX", "SE_FREE_FLOPS", "IterativeSchurSolver", "se_route"]
 
 #: Largest Schur complement formed densely (for exact standard errors): 20,000 -> 3.2 GB.
 DENSE_S_MAX = 20_000
 #: Multiply-adds spent without being asked on the eliminated facet's exact standard errors.
 SE_FREE_FLOPS = 5e9
-#: Multiply-adds allowed to form the Schur complement densely.
+#: Multiply-adds spent, without being asked, on the standard errors of every element (the
+#: dense route for all of them); beyond it only the facets asked for (models by default) get se.
 FORM_S_FLOPS = 4e12
+#: CG iterations assumed per standard-error solve (rtol 1e-10) before any solve was seen.
+SE_CG_ITERS = 30
 _CHUNK_CELLS = 1 << 24  # elements of a dense chunk of C (128 MB)
+_BLOCK_CELLS = 1 << 23  # elements of a temporary block of S (64 MB)
 _SMALL_BLOCK = 64  # remainder blocks up to this size get an exact block preconditioner
+
+
+def se_route(n_elim: int, n_rest: int, want_rest: int, want_elim: int, product: float,
+             iters: float) -> str:
+    """``"dense"`` or ``"iterative"``: the cheaper exact route to the inverse diagonal entries
+    asked for, in multiply-adds.
+
+    Dense: form ``S`` (``n_elim n_rest^2 / 2``, its lower triangle), factorise and invert it
+    (``n_rest^3``), and, if eliminated elements are asked for, ``n_elim n_rest^2`` for their
+    quadratic forms. Iterative: ``iters`` products with ``S`` (``product`` multiply-adds per
+    right-hand side) for each element asked for. Dense only while ``S`` fits
+    (``n_rest <= DENSE_S_MAX``).
+    """
+    if n_rest > DENSE_S_MAX:
+        return "iterative"
+    nr2 = float(n_rest) ** 2
+    dense = 0.5 * n_elim * nr2 + n_rest * nr2 + (n_elim * nr2 if want_elim else 0.0)
+    iterative = float(iters) * float(product) * (want_rest + want_elim)
+    return "dense" if dense <= iterative else "iterative"
+
+
+def _mirror_lower(A: np.ndarray) -> None:
+    """Copy the lower triangle of a square array onto its upper one, a block of rows at a time
+    (no temporary of A's size)."""
+    n = A.shape[0]
+    bs = max(1, _BLOCK_CELLS // max(n, 1))
+    for j in range(0, n, bs):
+        k = min(j + bs, n)
+        D = A[j:k, j:k]
+        D[...] = np.tril(D) + np.tril(D, -1).T
+        A[j:k, k:] = A[k:, j:k].T
 
 
 class IterativeSchurSolver:
@@ -74,9 +110,11 @@ class IterativeSchurSolver:
         self.CsT = self.Cs.T.tocsr()
         self.Hrr = Hs[self.rest][:, self.rest].tocsr()
         self._split_dense(dense, n)
+        self.product = self._product_cost()
         self._setup_preconditioner()
-        self._chol = None
-        self._Sinv = None
+        self._chol = None  # upper Cholesky factor of S (Fortran order), in S's own storage
+        self._Sinv = None  # S^{-1} (numpy), in the same storage once inverted
+        self._seen = None  # (CG iterations, rtol) of the last solve
 
     # ------------------------------------------------------------------ structure
     @staticmethod
@@ -105,6 +143,12 @@ class IterativeSchurSolver:
                 self.cd.append((B.T, cs, loc_e[cols[cs]], rs, loc_r[rows[rs]]))
             else:
                 self.rd.append((B, rs, loc_r[rows[rs]], cs, loc_r[cols[cs]]))
+
+    def _product_cost(self) -> float:
+        """Multiply-adds of one product with ``S`` (per right-hand side)."""
+        cd = sum(B.size for B, *_ in self.cd)
+        rd = sum(B.size for B, *_ in self.rd)
+        return float(self.Hrr.nnz + 2 * (self.Cs.nnz + cd + rd) + len(self.be))
 
     # ------------------------------------------------------------------ products
     @staticmethod
@@ -230,6 +274,7 @@ class IterativeSchurSolver:
             rz[act] = rz_new
             it += 1
         self.last_iterations = it
+        self._seen = (it, rtol)
         return X[:, 0] if vec else X
 
     def solve(self, g, rtol: float | None = None):
@@ -238,9 +283,10 @@ class IterativeSchurSolver:
         col = (lambda v: v) if g.ndim == 1 else (lambda v: v[:, None])
         g_e, g_r = g[self.be], g[self.rest]
         rhs = g_r - self._CT(col(self.dinv) * g_e)
-        if self._chol is not None:
-            rt = torch.from_numpy(np.ascontiguousarray(rhs.reshape(len(self.rest), -1)))
-            x_r = torch.cholesky_solve(rt, self._chol).numpy().reshape(rhs.shape)
+        if self._Sinv is not None:
+            x_r = self._Sinv @ rhs
+        elif self._chol is not None:
+            x_r = cho_solve((self._chol, False), rhs, check_finite=False)
         else:
             x_r = self._pcg(rhs, self.rtol if rtol is None else rtol)
         x = np.empty_like(g)
@@ -250,13 +296,30 @@ class IterativeSchurSolver:
 
     # ---------------------------------------------------------- dense remainder
     def dense_affordable(self) -> bool:
-        nr = len(self.rest)
-        return nr <= DENSE_S_MAX and len(self.be) * float(nr) ** 2 <= FORM_S_FLOPS
+        """Whether the standard errors of every element (the dense route) fit the budget
+        :data:`FORM_S_FLOPS` spent without being asked."""
+        nr, ne = len(self.rest), len(self.be)
+        return nr <= DENSE_S_MAX and 1.5 * ne * float(nr) ** 2 + float(nr) ** 3 <= FORM_S_FLOPS
 
-    def factorise_dense(self):
-        """Form ``S`` by BLAS in chunks of ``C`` and factorise it (then solves are direct)."""
-        if self._chol is not None:
-            return
+    def se_iterations(self) -> float:
+        """CG iterations expected for a solve to rtol 1e-10: those of the last solve scaled by
+        the digits asked for (CG gains digits at a steady rate), else :data:`SE_CG_ITERS`."""
+        if self._seen is None or self._seen[0] == 0 or not 0 < self._seen[1] < 1:
+            return float(SE_CG_ITERS)
+        it, rtol = self._seen
+        return max(1.0, it * np.log(1e-10) / np.log(rtol))
+
+    def route(self, want_rest: int, want_elim: int) -> str:
+        """The route (:func:`se_route`) for that many remainder / eliminated elements."""
+        if self._Sinv is not None:
+            return "dense"  # already paid for
+        return se_route(len(self.be), len(self.rest), want_rest, want_elim, self.product,
+                        self.se_iterations())
+
+    def _form_S(self) -> torch.Tensor:
+        """``S`` densely, in place: its lower triangle by BLAS, a block of ``C``'s rows
+        (:data:`_CHUNK_CELLS`) and of ``S``'s columns (:data:`_BLOCK_CELLS`) at a time, then
+        mirrored. Memory: ``S`` plus one chunk of ``C`` and one block of ``S``."""
         nr = len(self.rest)
         S = self.Hrr.toarray()
         for B, rs, rdst, cs, cdst in self.rd:
@@ -264,31 +327,57 @@ class IterativeSchurSolver:
             S[np.ix_(rdst, cdst)] += blk
             S[np.ix_(cdst, rdst)] += blk.T
         St = torch.from_numpy(S)
+        bs = max(1, _BLOCK_CELLS // max(nr, 1))
+        root = np.sqrt(self.dinv)  # S -= (C^T D^-1/2)(D^-1/2 C): one scaled chunk, no copy
         for s, e in self._chunks():
-            Cc = torch.from_numpy(self._dense_C_rows(s, e))
-            St.sub_((Cc * torch.from_numpy(self.dinv[s:e, None])).T @ Cc)
-        St = 0.5 * (St + St.T)
-        # torch's LAPACK (MKL) factorises several times faster than scipy's here
-        L, info = torch.linalg.cholesky_ex(St)
-        dg = torch.diagonal(L).numpy() if nr else np.ones(1)
-        if int(info) or np.any(~np.isfinite(dg)) or dg.min() <= 1e-6 * max(dg.max(), 1e-300):
-            raise NotPositiveDefinite("the information matrix is singular")
-        self._chol = L
+            Cc = self._dense_C_rows(s, e)
+            Cc *= root[s:e, None]
+            Ct = torch.from_numpy(Cc)
+            for j in range(0, nr, bs):
+                k = min(j + bs, nr)
+                St[j:, j:k].sub_(Ct[:, j:].T @ Ct[:, j:k])
+            del Ct, Cc
+        _mirror_lower(S)
+        return St
 
-    def _S_inverse(self):
+    def factorise_dense(self):
+        """Form ``S`` and factorise it in place (then solves are direct)."""
+        if self._chol is not None or self._Sinv is not None:
+            return
+        nr = len(self.rest)
+        A = self._form_S().numpy()
+        # LAPACK in place on A's storage: C order lower = Fortran order upper (S = U^T U).
+        # torch's cholesky_ex, even with out=, works on a copy of S's size
+        U, info = lapack.dpotrf(A.T, lower=0, clean=0, overwrite_a=1)
+        dg = np.diag(U) if nr else np.ones(1)
+        if info or np.any(~np.isfinite(dg)) or dg.min() <= 1e-6 * max(dg.max(), 1e-300):
+            raise NotPositiveDefinite("the information matrix is singular")
+        self._chol = U  # Fortran-ordered upper factor (A.T itself)
+
+    def _S_inverse(self) -> np.ndarray:
+        """``S^{-1}``, in the factor's own storage (LAPACK ``potri`` in place: torch's
+        ``cholesky_inverse`` needs a temporary of S's size and was slower on 2 busy cores)."""
         if self._Sinv is None:
             self.factorise_dense()
-            self._Sinv = torch.cholesky_inverse(self._chol).numpy()
+            U, self._chol = self._chol, None
+            X, info = lapack.dpotri(U, lower=0, overwrite_c=1)
+            if info:
+                raise NotPositiveDefinite("the information matrix is singular")
+            A = X.T  # C order (S's own storage); its lower triangle holds S^{-1}
+            _mirror_lower(A)
+            self._Sinv = A
         return self._Sinv
 
     # ------------------------------------------------------------ inverse diagonal
-    def diag_inv(self, want: np.ndarray | None = None) -> np.ndarray:
+    def diag_inv(self, want: np.ndarray | None = None, route: str | None = None) -> np.ndarray:
         """Diagonal of ``H^{-1}``: exact for the positions in ``want`` (all if None) and wherever
-        it is cheap; NaN elsewhere. ``self.se_method`` says how it was obtained."""
+        it is cheap; NaN elsewhere. ``route`` (``"dense"``/``"iterative"``) forces a route,
+        else the cheaper is taken (:meth:`route`); ``self.se_method`` says which."""
         want = np.ones(self.n, dtype=bool) if want is None else np.asarray(want, dtype=bool)
         out = np.full(self.n, np.nan)
         nr, ne = len(self.rest), len(self.be)
-        if self.dense_affordable():
+        route = route or self.route(int(want[self.rest].sum()), int(want[self.be].sum()))
+        if route == "dense":
             Sinv = self._S_inverse()
             out[self.rest] = np.diag(Sinv)
             if want[self.be].any() or ne * float(nr) ** 2 <= SE_FREE_FLOPS:
@@ -316,14 +405,28 @@ class IterativeSchurSolver:
         return out
 
     def inverse_block(self, idx: np.ndarray, R: np.ndarray | None) -> np.ndarray:
-        """``(H^{-1})[idx][:, idx] @ R`` (``R=None``: the block itself); from the dense
-        ``S^{-1}`` when ``idx`` lies in the remainder and ``S`` can be formed, else by solves."""
+        """``(H^{-1})[idx][:, idx] @ R`` (``R=None``: the block itself, read-only); from the
+        dense ``S^{-1}`` when ``idx`` lies in the remainder and that route is the cheaper, else
+        by solves."""
         idx = np.asarray(idx, dtype=np.int64)
         loc = np.minimum(np.searchsorted(self.rest, idx), max(len(self.rest) - 1, 0))
         inside = len(self.rest) > 0 and np.array_equal(self.rest[loc], idx)
-        if inside and self.dense_affordable():
-            block = self._S_inverse()[np.ix_(loc, loc)]
+        if inside and self.route(len(idx), 0) == "dense":
+            Sinv = self._S_inverse()
+            if R is None and np.array_equal(loc, np.arange(len(self.rest))):
+                block = Sinv.view()  # all of S^{-1}: no copy of a GB-sized matrix
+                block.flags.writeable = False
+                return block
+            block = Sinv[np.ix_(loc, loc)]
             return block if R is None else block @ R
-        G = np.zeros((self.n, len(idx) if R is None else R.shape[1]))
-        G[idx] = np.eye(len(idx)) if R is None else R
-        return self.solve(G)[idx]
+        m = len(idx) if R is None else R.shape[1]
+        out = np.empty((len(idx), m))
+        for s in range(0, m, 256):  # batches of right-hand sides: memory n x 256, not n x m
+            e = min(s + 256, m)
+            G = np.zeros((self.n, e - s))
+            if R is None:
+                G[idx[s:e], np.arange(e - s)] = 1.0
+            else:
+                G[idx] = R[:, s:e]
+            out[:, s:e] = self.solve(G)[idx]
+        return out

@@ -32,10 +32,11 @@ Method, per dimension
    coordinates and ``P`` the projection onto the constraints along the null directions; its
    diagonal and the covariance of model-level scores are computed from solves with the
    factorised Hessian, never by inverting a dense matrix of the largest facet's size. On the
-   iterative path the Schur complement is formed once by BLAS when it fits
-   (:data:`~irtpeer.estimators._cg.DENSE_S_MAX`) and ``se`` is exact from it; otherwise ``se``
-   is computed, by batched CG solves, for the facets in ``se_facets`` (by default the
-   persons), and left NaN for the others. ``convergence`` records ``se_method``.
+   iterative path ``se`` of every element is given when that is cheap
+   (:data:`~irtpeer.estimators._cg.FORM_S_FLOPS`), else for the facets in ``se_facets`` (by
+   default the persons) and NaN for the others; each exactly, by the cheaper of forming the
+   Schur complement once (in place, by BLAS, when it fits) and batched CG solves
+   (:func:`~irtpeer.estimators._cg.se_route`). ``convergence`` records ``se_method``.
    ``se_model`` is FACETS' 1/sqrt(information) of the element alone.
 """
 
@@ -562,8 +563,11 @@ def _model_scores(design, lay: _Layout, params, se, placed, solver, V, Cm, Y):
     ``cov = L^T P G P^T L`` with ``L`` the persons -> models averaging, ``G`` the inverse
     information and ``P = I - V C`` the projection onto the constraints. With ``Y = G C^T``
     (already solved for the standard errors) and the symmetry of ``G`` only the persons' block
-    ``G_pp L_p`` needs new solves (none at all when the solver holds it densely).
+    ``G_pp L_p`` needs new solves (none at all when the solver holds it densely). Memory: the
+    (M, M) result and blocks; no (n, M) or further (M, M) temporaries.
     """
+    import scipy.sparse as sp
+
     data = design.data
     n, F = lay.n, lay.F
     M = len(design.model_labels)
@@ -574,27 +578,48 @@ def _model_scores(design, lay: _Layout, params, se, placed, solver, V, Cm, Y):
     fit_p = np.flatnonzero(~ext_p)  # extreme persons are placed after the fit: independent
     pos = -np.ones(n, dtype=np.int64)
     pos[F] = np.arange(len(F))
-    L_fit = np.zeros((n, M))
-    L_fit[fit_p, design.person_model[fit_p]] = weight[fit_p]
+    # L as a sparse (n x M) matrix: dense it is n x M float64 (4.5 GB at 11,785 models)
+    L_fit = sp.csr_matrix((weight[fit_p], (fit_p, design.person_model[fit_p])), shape=(n, M))
     model_mode = np.array_equal(design.person_model, np.arange(P))
     if model_mode:
-        LGL = np.zeros((M, M))
-        LGL[np.ix_(fit_p, fit_p)] = solver.inverse_block(pos[fit_p], None)
+        block = solver.inverse_block(pos[fit_p], None)  # may be the solver's own S^-1 (no copy)
+        if len(fit_p) == M:
+            LGL = block if block.flags.writeable else np.array(block)
+        else:
+            LGL = np.zeros((M, M))
+            LGL[np.ix_(fit_p, fit_p)] = block
+        del block
     else:
-        Lp = L_fit[fit_p]
+        Lp = L_fit[fit_p].toarray()
         LGL = Lp.T @ solver.inverse_block(pos[fit_p], Lp)
-    T = V.T @ L_fit  # (constraints, M)
-    YL = Y.T @ L_fit  # = C G L
+    T = np.asarray((L_fit.T @ V).T)  # (constraints, M) = V^T L
+    YL = np.asarray((L_fit.T @ Y).T)  # = C G L
     CGC = Cm @ Y  # = C G C^T
-    LZ = LGL - YL.T @ T  # L^T G P^T L
     CZ = YL - CGC @ T  # C G P^T L
-    model_cov = LZ - (L_fit.T @ V) @ CZ
+    LV = np.asarray(L_fit.T @ V)
+    # model_cov = L^T G L - (YL^T T) - (L^T V) CZ, in place, a block of rows at a time
+    step = max(1, (1 << 22) // max(M, 1))
+    for s in range(0, M, step):
+        LGL[s : s + step] -= YL[:, s : s + step].T @ T + LV[s : s + step] @ CZ
+    model_cov = LGL
     if ext_p.any():
         ext = np.flatnonzero(ext_p)
         np.add.at(model_cov, (design.person_model[ext], design.person_model[ext]),
                   weight[ext] ** 2 * se[ext] ** 2)
     model_measure = np.bincount(design.person_model, weights=weight * params[:P], minlength=M)
-    return model_measure, 0.5 * (model_cov + model_cov.T)
+    return model_measure, _symmetrize(model_cov)
+
+
+def _symmetrize(A: np.ndarray, cells: int = 1 << 22) -> np.ndarray:
+    """``(A + A^T) / 2`` in place, a block at a time (no temporary of A's size)."""
+    m = A.shape[0]
+    bs = max(1, int(math.sqrt(cells)))
+    for i in range(0, m, bs):
+        for j in range(i, m, bs):
+            avg = 0.5 * (A[i : i + bs, j : j + bs] + A[j : j + bs, i : i + bs].T)
+            A[i : i + bs, j : j + bs] = avg
+            A[j : j + bs, i : i + bs] = avg.T
+    return A
 
 
 def _identification(design: DimensionDesign, lam: float, n_ext: int) -> str:
