@@ -229,10 +229,14 @@ class TorchMFRM:
         x, ev, solver, conv = self._newton(design, engine, lay, lam)
         V, Cm = _null_space(data, lay.active, data.offsets, data.K)
         want = self._se_wanted(design, lay, solver)
+        t_se = time.perf_counter()
+        self._log(f"{design.dimension}: standard errors")
         params, se, se_model, status, placed, Y = self._constrained_estimates(
             lay, x, ev, solver, V, Cm, lam, want
         )
         conv["se_method"] = getattr(solver, "se_method", "exact")
+        self._log(f"{design.dimension}: standard errors {conv['se_method']} in "
+                  f"{time.perf_counter() - t_se:.1f} s")
         missing_se = _facets_without_se(design, lay, se)
         if missing_se:
             notes.append(
@@ -242,6 +246,8 @@ class TorchMFRM:
             )
         measures = _measures_table(design, params, se, se_model, status, sums)
         model_measure, model_cov = _model_scores(design, lay, params, se, placed, solver, V, Cm, Y)
+        self._log(f"{design.dimension}: model covariance in {time.perf_counter() - t_se:.1f} s "
+                  f"after the fit")
         conv["seconds"] = time.perf_counter() - t0
         return DimensionFit(
             design=design,
