@@ -322,6 +322,9 @@ class TorchMFRM:
             # (a gradient-only pass); otherwise the Hessian is evaluated here too, so that the
             # standard errors belong to the reported estimates (to ~1e-10 relative)
             fresh = stale and last_step > FINAL_HESSIAN_STEP
+            if fresh:  # the old Hessian (GBs on a leaderboard) is not needed: free it first
+                solver = None
+                ev.H = ev.dense = None
             ev_final = engine.evaluate(x, need_hessian=fresh)
             if fresh:
                 ev = ev_final
