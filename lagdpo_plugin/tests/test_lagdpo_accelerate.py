@@ -10,10 +10,12 @@ loading, the PCGrad refusal, the missing-engine line); scripts/gpu_lagdpo.py run
 
 from __future__ import annotations
 
+import importlib.machinery
 import math
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -158,6 +160,30 @@ def test_a_deepspeed_config_without_deepspeed_is_one_line_naming_the_extra(
             monkeypatch.setenv(key, value)
     with pytest.raises(LagDPOError, match=r"pip install 'lagdpo-plugin\[deepspeed\]'"):
         training.train("lagdpo", tiny_dir, make_records(4), tmp_path / "t")
+
+
+@pytest.mark.parametrize("config", ["fsdp", "zero3"])
+def test_pcgrad_on_a_sharding_config_is_refused_once_before_any_process_starts(
+    config, tmp_path, tiny_dir, monkeypatch, capsys
+):
+    def no_launch(*a, **k):
+        raise AssertionError("accelerate launch was started")
+
+    monkeypatch.setattr(subprocess, "call", no_launch)
+    if config == "zero3":
+        fake = types.ModuleType("deepspeed")  # installed, as far as find_spec can tell
+        fake.__spec__ = importlib.machinery.ModuleSpec("deepspeed", None)
+        monkeypatch.setitem(sys.modules, "deepspeed", fake)
+    argv = _cli(tmp_path, tiny_dir, "--method", "pcgrad-dpo", "--accelerate-config", config)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "pcgrad-dpo under" in err and "use_peft: true" in err
+    # a LoRA adapter is allowed: the launch goes ahead
+    launched = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: launched.append(cmd) or 0)
+    assert main([*argv, "--config", "paper-lora"]) == 0
+    assert launched and "pcgrad-dpo" in launched[0]
 
 
 def test_launch_mixed_precision_follows_the_training_settings(tmp_path, tiny_dir, capsys):

@@ -156,7 +156,8 @@ def cmd_train(argv: list[str]) -> int:
     args, rest = _train_parser().parse_known_args(argv)
     overrides = _parse_overrides(rest)
     if args.accelerate_config:
-        from .launch import check_engine_installed, launch_command
+        from .launch import check_before_launch, launch_command
+        from .training import load_settings
 
         cmd = launch_command(
             args.accelerate_config,
@@ -167,7 +168,9 @@ def cmd_train(argv: list[str]) -> int:
         if args.print_command:
             print(" ".join(cmd))
             return 0
-        check_engine_installed(args.accelerate_config)
+        check_before_launch(
+            args.accelerate_config, args.method, load_settings(args.config, overrides)
+        )
         return subprocess.call(cmd)
     from .training import LAMBDA_HISTORY_FILE, load_settings, train
 

@@ -11,6 +11,7 @@ from .errors import ConfigError
 __all__ = [
     "ACCELERATE_CONFIG_DIR",
     "accelerate_config_path",
+    "check_before_launch",
     "check_engine_installed",
     "launch_command",
     "list_accelerate_configs",
@@ -62,6 +63,23 @@ def check_engine_installed(accelerate_config: str) -> None:
                 f"--accelerate-config {accelerate_config}: {module} is not installed (this config "
                 f"runs on {kind.title()}); install it with `pip install 'lagdpo-plugin[{extra}]'`."
             )
+
+
+def check_before_launch(accelerate_config: str, method: str, settings: dict) -> None:
+    """Refuse in the launching process, once, what every rank would refuse after starting: a
+    missing engine package, and PCGrad on parameters the config shards (ZeRO-3, FSDP)."""
+    check_engine_installed(accelerate_config)
+    if method != "pcgrad-dpo":
+        return
+    from .config import coerce_settings
+    from .trainer import check_pcgrad_sharding
+
+    conf = _read_config(accelerate_config_path(accelerate_config))
+    kind = str(conf.get("distributed_type", "")).upper()
+    engine = {"DEEPSPEED": "deepspeed", "FSDP": "fsdp"}.get(kind)
+    stage = (conf.get("deepspeed_config") or {}).get("zero_stage")
+    use_peft = coerce_settings({"use_peft": settings.get("use_peft", False)})["use_peft"]
+    check_pcgrad_sharding(engine, None if stage in (None, "auto") else int(stage), bool(use_peft))
 
 
 def launch_command(
