@@ -12,6 +12,7 @@ log-likelihood) is kept as ``Calibration.idata``.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import warnings
@@ -25,6 +26,10 @@ from ..ratings import Ratings
 from ..spec import ModelSpec
 from ._bayes_model import build_cells, build_model, free_facet, resolve_priors
 from ._bayes_summary import measures_table, ppc_table, reported_draws
+
+# PyTensor says on every compile that it found no BLAS library and uses NumPy's: a fact about the
+# machine, not the fit (nutpie compiles with numba), so it is not repeated to the user.
+logging.getLogger("pytensor.tensor.blas").setLevel(logging.ERROR)
 
 __all__ = ["BayesMFRM"]
 
@@ -164,7 +169,8 @@ class BayesMFRM:
             500 if self.sampler_ == "nutpie" else 1000)
         self.options_ = {
             "person_prior": self.person_prior, "method": self.method, "sampler": self.sampler_,
-            "chains": int(self.chains), "draws": int(self.draws), "tune": self.tune_,
+            "chains": int(self.chains), "draws": int(self.draws),
+            "tune": self.tune_ if self.method == "nuts" else None,  # no tuning in ADVI/Pathfinder
             "seed": self.seed_, "question_effects": self.question_effects,
             "hdi_prob": float(self.hdi_prob), "priors": dict(self.priors_),
             "approximate": self.method != "nuts",
