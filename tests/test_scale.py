@@ -316,6 +316,12 @@ def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch):
     np.testing.assert_allclose(S.inverse_block(np.arange(37), None), Hi[:37, :37], rtol=1e-10)
     g = np.random.default_rng(1).normal(size=(n, 2))
     np.testing.assert_allclose(S.solve(g), Hi @ g, rtol=1e-9, atol=1e-12)  # via S^-1 now
+    view = S.inverse_block(np.arange(37), None)
+    assert not view.flags.writeable  # the solver's own S^-1, not a copy
+    own = S.inverse_block(np.arange(37), None, consume=True)  # handed over: the last use
+    assert own.flags.writeable and np.shares_memory(own, view) and S._Sinv is None
+    np.testing.assert_allclose(own, Hi[:37, :37], rtol=1e-10)
+    np.testing.assert_allclose(S.solve(g), Hi @ g, rtol=1e-8, atol=1e-12)  # CG again
 
 
 def test_forced_se_routes_give_the_same_fit(monkeypatch):

@@ -267,8 +267,10 @@ class BlockSchurSolver:
 
     se_method = "exact (nested Schur complements, remainder factorised densely)"
 
-    def inverse_block(self, idx: np.ndarray, R: np.ndarray | None) -> np.ndarray:
-        """``(H^{-1})[idx][:, idx] @ R`` (``R=None``: the block itself), by solves."""
+    def inverse_block(self, idx: np.ndarray, R: np.ndarray | None,
+                      consume: bool = False) -> np.ndarray:
+        """``(H^{-1})[idx][:, idx] @ R`` (``R=None``: the block itself), by solves (a new
+        array: ``consume`` is accepted for the solvers' common interface)."""
         idx = np.asarray(idx, dtype=np.int64)
         G = np.zeros((self.n, len(idx) if R is None else R.shape[1]))
         G[idx] = np.eye(len(idx)) if R is None else R

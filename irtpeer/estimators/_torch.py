@@ -591,7 +591,8 @@ def _model_scores(design, lay: _Layout, params, se, placed, solver, V, Cm, Y):
     L_fit = sp.csr_matrix((weight[fit_p], (fit_p, design.person_model[fit_p])), shape=(n, M))
     model_mode = np.array_equal(design.person_model, np.arange(P))
     if model_mode:
-        block = solver.inverse_block(pos[fit_p], None)  # may be the solver's own S^-1 (no copy)
+        # the solver's last use: its dense S^-1, when that is the block, becomes the result
+        block = solver.inverse_block(pos[fit_p], None, consume=True)
         if len(fit_p) == M:
             LGL = block if block.flags.writeable else np.array(block)
         else:
