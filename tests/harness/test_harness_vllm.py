@@ -11,20 +11,12 @@ from types import SimpleNamespace
 import pytest
 from fake_openai import score_for
 from harness_support import make_answers
+from vllm_params import SamplingParams as FakeSamplingParams
+from vllm_params import StructuredOutputsParams as FakeStructured
 
 from irtpeer.harness.judge import judge_answers
 from irtpeer.harness.rubrics import load_rubric
 from irtpeer.harness.vllm_backend import VLLMBackend
-
-
-class FakeSamplingParams:
-    def __init__(self, **kw):
-        self.kw = kw
-
-
-class FakeStructured:
-    def __init__(self, json=None, disable_any_whitespace=False):
-        self.json, self.disable_any_whitespace = json, disable_any_whitespace
 
 
 class FakeLLM:

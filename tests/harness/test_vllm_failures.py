@@ -21,19 +21,10 @@ import pandas as pd
 import pytest
 from fake_openai import _KEYS, score_for
 from harness_support import make_answers, run_cli
+from vllm_params import SamplingParams, StructuredOutputsParams
 
 TOO_LONG = "The decoder prompt (length {n}) is longer than the maximum model length of {m}."
 XGR_UNSUPPORTED = "The provided JSON schema contains features not supported by xgrammar."
-
-
-class SamplingParams:
-    def __init__(self, **kw):
-        self.kw = kw
-
-
-class StructuredOutputsParams:
-    def __init__(self, json=None, disable_any_whitespace=False):
-        self.json, self.disable_any_whitespace = json, disable_any_whitespace
 
 
 class LLM:

@@ -224,7 +224,7 @@ def test_wright_map_labels_stay_apart_and_inside():
 def test_posthoc_wilcoxon_holm_matches_pingouin_and_statsmodels():
     # reference: pingouin 0.7 pairwise_tests(parametric=False, padjust="holm") (paired
     # Wilcoxon, Holm) and statsmodels multipletests(method="holm")
-    pg = pytest.importorskip("pingouin")
+    import pingouin as pg  # a dependency of irtpeer itself
     from statsmodels.stats.multitest import multipletests
 
     rng = np.random.default_rng(5)
