@@ -15,34 +15,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lagdpo_testutils import build_tokenizer, fast_settings, make_records
+from lagdpo_testutils import build_tokenizer, dual_run_records, dual_run_settings
 
 GLOBAL_BATCH = 8
 
 
 def _records():
-    records = make_records(
-        16, seed=3, masks=[["A", "T", "E", "C"], ["E"], ["T", "C"], ["A"], ["E", "A", "C"]]
-    )
-    for r in records:
-        if "C" in r["mask"]:
-            r["reject_C"] = r["golden"]  # keeps L_C above ε so λ_C moves
-    return records
+    return dual_run_records()
 
 
 def _settings(world, **extra):
-    settings = fast_settings(
-        per_device_train_batch_size=GLOBAL_BATCH // world,
-        optim="sgd",
-        learning_rate=0.5,
-        epsilon=0.6,
-        lambda_init=0.2,
-        dual_lr=0.5,
-    )
-    if world > 1:
-        settings["ddp_backend"] = "gloo"
-    settings.update(extra)
-    return settings
+    return dual_run_settings(world, GLOBAL_BATCH, **extra)
 
 
 def _summary(result):

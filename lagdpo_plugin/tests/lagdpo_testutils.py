@@ -184,6 +184,44 @@ def fast_settings(**overrides) -> dict:
     return settings
 
 
+#: Environment of the CPU multi-process tests: offline, one thread per rank, no GPU, no bars.
+CPU_RUN_ENV = {
+    "CUDA_VISIBLE_DEVICES": "",
+    "HF_HUB_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "OMP_NUM_THREADS": "1",
+    "TQDM_DISABLE": "1",
+}
+
+
+def dual_run_records() -> list[dict]:
+    """16 records whose varied masks give the ranks' shards different per-dimension counts; C's
+    rejected answer is the golden one, which keeps L_C above ε so λ_C moves."""
+    records = make_records(
+        16, seed=3, masks=[["A", "T", "E", "C"], ["E"], ["T", "C"], ["A"], ["E", "A", "C"]]
+    )
+    for r in records:
+        if "C" in r["mask"]:
+            r["reject_C"] = r["golden"]
+    return records
+
+
+def dual_run_settings(world: int, global_batch: int, **extra) -> dict:
+    """Settings under which λ moves within 3 steps; the per-device batch keeps the global one."""
+    settings = fast_settings(
+        per_device_train_batch_size=global_batch // world,
+        optim="sgd",
+        learning_rate=0.5,
+        epsilon=0.6,
+        lambda_init=0.2,
+        dual_lr=0.5,
+    )
+    if world > 1:
+        settings["ddp_backend"] = "gloo"
+    settings.update(extra)
+    return settings
+
+
 def accelerate_env(config: str, num_processes: int, mixed_precision: str = "no") -> dict[str, str]:
     """The environment `accelerate launch --config_file CONFIG` gives its processes, on CPU.
 
@@ -204,11 +242,5 @@ def accelerate_env(config: str, num_processes: int, mixed_precision: str = "no")
         _, env = prepare_deepspeed_cmd_env(args)
     else:
         env = prepare_multi_gpu_env(args)
-    env.update(
-        CUDA_VISIBLE_DEVICES="",
-        HF_HUB_OFFLINE="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        OMP_NUM_THREADS="1",
-        TQDM_DISABLE="1",
-    )
+    env.update(CPU_RUN_ENV)
     return env

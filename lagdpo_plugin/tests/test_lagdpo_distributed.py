@@ -8,20 +8,14 @@ import sys
 from pathlib import Path
 
 import torch
-from lagdpo_testutils import save_tiny
+from lagdpo_testutils import CPU_RUN_ENV, save_tiny
 
 SCRIPT = Path(__file__).with_name("lagdpo_dist_script.py")
 
 
 def _env():
     env = dict(os.environ)
-    env.update(
-        HF_HUB_OFFLINE="1",
-        HF_HUB_DISABLE_TELEMETRY="1",
-        OMP_NUM_THREADS="1",
-        TQDM_DISABLE="1",
-        CUDA_VISIBLE_DEVICES="",
-    )
+    env.update(CPU_RUN_ENV)
     return env
 
 
