@@ -235,6 +235,91 @@ def _duplicates(df: pd.DataFrame, key: list[str]) -> tuple[np.ndarray, np.ndarra
     return counts[group] > 1, group
 
 
+def _column_roles(columns, person, facets, dimension, score, src):
+    """The facet list, the dimension column (None when the default one is absent) and the label
+    columns in use, after checking that each named column exists and has one role."""
+    if isinstance(facets, str):
+        facets = [f.strip() for f in facets.split(",") if f.strip()]
+    dim_explicit = dimension is not None and dimension != "dimension"
+    if dimension is not None and dimension not in columns:
+        if dim_explicit:
+            raise RatingsError(
+                f"dimension column {dimension!r} not found in {src}; available columns: "
+                f"{', '.join(columns)}"
+            )
+        dimension = None
+    missing = [c for c in [person, score] if c not in columns]
+    if facets is None:
+        facets = [c for c in DEFAULT_FACETS if c in columns and c != person]
+        if not facets:
+            raise RatingsError(
+                f"none of the default facet columns ({', '.join(DEFAULT_FACETS)}) is in {src}; "
+                f"name them with --facets COL,COL (available columns: {', '.join(columns)})"
+            )
+    else:
+        facets = list(facets)
+        missing += [c for c in facets if c not in columns]
+    if missing:
+        raise RatingsError(
+            f"column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} not found in "
+            f"{src}; available columns: {', '.join(columns)}. Map your columns with --person, "
+            f"--facets and --score"
+        )
+    used = [person, *facets] + ([dimension] if dimension else [])
+    if len(set(used)) != len(used) or score in used:
+        raise RatingsError(
+            f"a column is used twice among person={person!r}, facets={facets}, "
+            f"dimension={dimension!r}, score={score!r}; each role needs its own column"
+        )
+    return facets, dimension, used
+
+
+def _check_score_range(values, null, score_range, score) -> None:
+    """Scores outside ``score_range`` (missing ones aside): one error naming them and their rows."""
+    lo, hi = int(score_range[0]), int(score_range[1])
+    out = (values < lo) | (values > hi)
+    if null is not None:
+        out &= ~null
+    if out.any():
+        idx = np.flatnonzero(out)
+        vals = ", ".join(str(v) for v in sorted(pd.unique(values[out]))[:10])
+        raise RatingsError(
+            f"column {score!r} has {out.sum()} score(s) outside the range {lo}..{hi} "
+            f"(values {vals}) in {describe_rows(idx)}; correct them, set them empty (no judgment), "
+            f"or change the range"
+        )
+
+
+def _apply_duplicates(df, key, duplicates, notes) -> int:
+    """Duplicated judgments (the same label in every ``key`` column) under the policy: an error,
+    averaged (a ``_weight`` of 1/n each) or kept; returns how many rows are duplicates."""
+    dup, group = _duplicates(df, key)
+    n_dup = int(dup.sum())
+    if n_dup:
+        first = np.flatnonzero(dup)[0]
+        example = ", ".join(f"{c}={df[c].iloc[first]!r}" for c in key)
+        n_groups = len(np.unique(group[dup]))
+        if duplicates == "error":
+            raise RatingsError(
+                f"{n_dup} rows are duplicated judgments ({n_groups} person × facet combinations "
+                f"judged more than once, e.g. {example}); pass --duplicates keep to treat them "
+                f"as independent judgments or --duplicates mean to average them"
+            )
+        if duplicates == "mean":
+            sizes = np.bincount(group)
+            df["_weight"] = 1.0 / sizes[group]
+            notes.append(
+                f"{n_dup} duplicated judgments in {n_groups} combinations were averaged "
+                f"(each weighted 1/n)"
+            )
+        else:
+            notes.append(
+                f"{n_dup} duplicated judgments in {n_groups} combinations were kept as "
+                f"independent observations"
+            )
+    return n_dup
+
+
 def load_ratings(
     source,
     *,
@@ -287,39 +372,7 @@ def load_ratings(
 
     columns = [str(c) for c in df.columns]
     df.columns = columns
-    if isinstance(facets, str):
-        facets = [f.strip() for f in facets.split(",") if f.strip()]
-    dim_explicit = dimension is not None and dimension != "dimension"
-    if dimension is not None and dimension not in columns:
-        if dim_explicit:
-            raise RatingsError(
-                f"dimension column {dimension!r} not found in {src}; available columns: "
-                f"{', '.join(columns)}"
-            )
-        dimension = None
-    missing = [c for c in [person, score] if c not in columns]
-    if facets is None:
-        facets = [c for c in DEFAULT_FACETS if c in columns and c != person]
-        if not facets:
-            raise RatingsError(
-                f"none of the default facet columns ({', '.join(DEFAULT_FACETS)}) is in {src}; "
-                f"name them with --facets COL,COL (available columns: {', '.join(columns)})"
-            )
-    else:
-        facets = list(facets)
-        missing += [c for c in facets if c not in columns]
-    if missing:
-        raise RatingsError(
-            f"column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} not found in "
-            f"{src}; available columns: {', '.join(columns)}. Map your columns with --person, "
-            f"--facets and --score"
-        )
-    used = [person, *facets] + ([dimension] if dimension else [])
-    if len(set(used)) != len(used) or score in used:
-        raise RatingsError(
-            f"a column is used twice among person={person!r}, facets={facets}, "
-            f"dimension={dimension!r}, score={score!r}; each role needs its own column"
-        )
+    facets, dimension, used = _column_roles(columns, person, facets, dimension, score, src)
 
     n_read = len(df)
     for col in used:
@@ -333,18 +386,7 @@ def load_ratings(
 
     values, null = _coerce_scores(df[score], score)
     if score_range is not None:
-        lo, hi = int(score_range[0]), int(score_range[1])
-        out = (values < lo) | (values > hi)
-        if null is not None:
-            out &= ~null
-        if out.any():
-            idx = np.flatnonzero(out)
-            vals = ", ".join(str(v) for v in sorted(pd.unique(values[out]))[:10])
-            raise RatingsError(
-                f"column {score!r} has {out.sum()} score(s) outside the range {lo}..{hi} "
-                f"(values {vals}) in {describe_rows(idx)}; correct them, set them empty (no judgment), "
-                f"or change the range"
-            )
+        _check_score_range(values, null, score_range, score)
     kept_rows = None
     n_null = 0 if null is None else int(null.sum())
     if n_null:
@@ -364,31 +406,7 @@ def load_ratings(
     if n_null:
         notes.append(f"{n_null} of {n_read} judgments have no score and were left out as missing")
 
-    key = used
-    dup, group = _duplicates(df, key)
-    n_dup = int(dup.sum())
-    if n_dup:
-        first = np.flatnonzero(dup)[0]
-        example = ", ".join(f"{c}={df[c].iloc[first]!r}" for c in key)
-        n_groups = len(np.unique(group[dup]))
-        if duplicates == "error":
-            raise RatingsError(
-                f"{n_dup} rows are duplicated judgments ({n_groups} person × facet combinations "
-                f"judged more than once, e.g. {example}); pass --duplicates keep to treat them "
-                f"as independent judgments or --duplicates mean to average them"
-            )
-        if duplicates == "mean":
-            sizes = np.bincount(group)
-            df["_weight"] = 1.0 / sizes[group]
-            notes.append(
-                f"{n_dup} duplicated judgments in {n_groups} combinations were averaged "
-                f"(each weighted 1/n)"
-            )
-        else:
-            notes.append(
-                f"{n_dup} duplicated judgments in {n_groups} combinations were kept as "
-                f"independent observations"
-            )
+    n_dup = _apply_duplicates(df, used, duplicates, notes)
 
     summary = {
         "rows_read": n_read,
