@@ -327,3 +327,27 @@ def test_modpo_margins_from_a_reward_model_are_its_implicit_rewards(tiny_dir, tm
                 logp(reward, ex["prompt_ids"], completion) - logp(ref, ex["prompt_ids"], completion)
             )
             assert table[i, row, 0].item() == pytest.approx(expected, abs=1e-4)
+
+
+def test_sequence_logps_are_summed_in_float32_when_the_model_outputs_bf16(tiny_dir, tmp_path):
+    """Under FSDP2 with bf16, accelerate's `output_dtype=bf16` casts the fused head's per-token
+    log-probs to bf16 (seen on an H100: step-1 losses 0.69140625 = bf16(ln 2)). The same cast is
+    made here by a forward hook; summed in float32, policy = reference gives margin 0 and the
+    step-1 loss is float32 ln 2, where a bf16 sum and loss gave 0.69140625."""
+    import math
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def to_bf16(module, args, output):
+        if getattr(output, "log_probs", None) is not None:
+            output.log_probs = output.log_probs.to(torch.bfloat16)
+        return output
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    model.register_forward_hook(to_bf16)
+    settings = fast_settings(learning_rate=0.0)
+    result = train("lagdpo", model, make_records(8), tmp_path / "out", config=settings,
+                   max_steps=1, tokenizer=AutoTokenizer.from_pretrained(tiny_dir))
+    first = next(h for h in result.trainer.state.log_history if "loss_A" in h)
+    for d in "ATEC":
+        assert first[f"loss_{d}"] == pytest.approx(math.log(2), abs=1e-7)

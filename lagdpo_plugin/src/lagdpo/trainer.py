@@ -183,7 +183,9 @@ class MultiNegDPOTrainer(DPOTrainer):
             **extra,
         )
         seq_len = completion_mask.size(1) - 1
-        return outputs.log_probs[:, -seq_len:].sum(dim=1)
+        # summed in float32: under FSDP's bf16 parameters the per-token log-probs are bf16, and a
+        # bf16 sum over a completion loses more than a typical DPO margin
+        return outputs.log_probs[:, -seq_len:].float().sum(dim=1)
 
     @staticmethod
     def _unpack(logps: torch.Tensor, inputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -742,7 +744,11 @@ class MODPOTrainer(MultiNegDPOTrainer):
             path = self._lag_args.modpo_reward_models.get(dim)
             if path is None:
                 continue  # no reward model: that objective contributes no margin
-            reward_model = create_model_from_path(str(path), dtype=self.model.dtype).eval()
+            # device_map=None: _prepare_frozen places it (TRL's default "auto" on a GPU is
+            # refused by ZeRO-3 and would spread the model over every GPU of each rank)
+            reward_model = create_model_from_path(
+                str(path), dtype=self.model.dtype, device_map=None
+            ).eval()
             add_fused_lm_head(reward_model)
             reward_model = self._prepare_frozen(reward_model)
             scores = self._row_table(dataset, batch_size, reward_model, reference=False)
