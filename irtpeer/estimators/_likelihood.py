@@ -160,6 +160,19 @@ class CSRPattern:
         sign = np.asarray(sign, dtype=np.float64)[order]
         self.sign = None if np.all(sign == 1.0) else sign
 
+    @classmethod
+    def from_csr(cls, indices, indptr, src, sign, n: int) -> CSRPattern:
+        """A pattern whose CSR arrays are already laid out (sorted, no duplicates) in the order
+        of ``src`` and ``sign``."""
+        self = cls.__new__(cls)
+        dt = np.int32 if max(n, len(indices)) < 2**31 else np.int64
+        self.n = n
+        self.indices, self.indptr = np.asarray(indices, dtype=dt), np.asarray(indptr, dtype=dt)
+        self.src = np.asarray(src, dtype=np.int64)
+        sign = np.asarray(sign, dtype=np.float64)
+        self.sign = None if np.all(sign == 1.0) else sign
+        return self
+
     @property
     def nnz(self) -> int:
         return len(self.src)
@@ -632,16 +645,21 @@ class GridLikelihoodEngine:
                 eta = u[s0:e0] - b1[s1:e1]  # (r0, r1)
             if not self.complete:
                 eta.masked_fill_(grid[s0:e0, s1:e1] < 0, -float("inf"))
-            f += torch.nn.functional.softplus(eta).sum()
+            # softplus(eta) = max(eta, 0) - log(max(p, 1 - p)), from the sigmoid needed anyway:
+            # torch's softplus alone cost a third of a pass (its log1p is not vectorised)
+            f += eta.clamp_min(0.0).sum()
             p = eta.sigmoid_()
-            psum[0][s0:e0] += p.sum(1).view(-1, R)
-            psum[1][s1:e1] += p.sum(0).view(-1, R)
+            q = 1.0 - p
+            f -= torch.maximum(p, q).log_().sum()
+            _add_rows(psum, p, s0, e0, s1, e1, R)
             if not need_hessian:
                 continue
-            V = p * (1.0 - p)
-            vsum[0][s0:e0] += V.sum(1).view(-1, R)
-            vsum[1][s1:e1] += V.sum(0).view(-1, R)
-            p01[s0:e0, s1:e1] = V.sum(2) if R > 1 else V
+            V = q.mul_(p)  # p (1 - p)
+            _add_rows(vsum, V, s0, e0, s1, e1, R)
+            if R > 1:
+                torch.sum(V, 2, out=p01[s0:e0, s1:e1])
+            else:
+                p01[s0:e0, s1:e1] = V
         return f, psum, vsum
 
     def _finish(self, prm, f, psum, vsum, p01) -> Evaluation:
@@ -690,23 +708,49 @@ class GridLikelihoodEngine:
         return out
 
     def _hessian_pattern(self) -> CSRPattern:
-        """Diagonal and every pair block (and its mirror), read from the packed transfer."""
-        n_el = self.off[-1]
-        pos = 1 + self.n
-        rows, cols, src, sign = [np.arange(n_el)], [np.arange(n_el)], [pos + np.arange(n_el)], [np.ones(n_el)]
-        pos += n_el
+        """Diagonal and every pair block (and its mirror), read from the packed transfer.
+
+        Every pair block is dense, so each row of facet ``a`` holds the same columns: all of
+        every other facet's, and its own diagonal entry in facet order. The CSR arrays are laid
+        out directly, facet by facet (15 M design: 0.26 -> 0.03 s; no COO sort of 3.4 M entries).
+        """
+        sizes, off, A = self.sizes, self.off, len(self.sizes)
+        at = {}  # pair -> where its block starts in the packed transfer
+        pos = 1 + self.n + off[-1]
         for a, b in self.pairs:
-            r, c = np.meshgrid(np.arange(self.sizes[a]) + self.off[a],
-                               np.arange(self.sizes[b]) + self.off[b], indexing="ij")
-            at = pos + np.arange(r.size)
-            sg = np.full(r.size, -1.0 if a == 0 else 1.0)
-            rows += [r.ravel(), c.ravel()]
-            cols += [c.ravel(), r.ravel()]
-            src += [at, at]
-            sign += [sg, sg]
-            pos += r.size
-        return CSRPattern(np.concatenate(rows), np.concatenate(cols), np.concatenate(src),
-                          np.concatenate(sign), self.n)
+            at[a, b] = pos
+            pos += sizes[a] * sizes[b]
+        indices, src, sign, lengths = [], [], [], []
+        for a in range(A):
+            i = np.arange(sizes[a])[:, None]
+            cols, srcs, sgns = [], [], []
+            for b in range(A):
+                if b == a:
+                    cols.append(off[a] + i)
+                    srcs.append(1 + self.n + off[a] + i)
+                    sgns.append(np.ones((1, 1)))
+                    continue
+                j = np.arange(sizes[b])[None, :]
+                cols.append(off[b] + j)
+                lo, hi = min(a, b), max(a, b)
+                srcs.append(at[lo, hi] + (i * sizes[b] + j if a < b else j * sizes[a] + i))
+                sgns.append(np.full((1, sizes[b]), -1.0 if lo == 0 else 1.0))
+            width = sum(c.shape[1] for c in cols)
+            indices.append(np.hstack([np.broadcast_to(c, (sizes[a], c.shape[1])) for c in cols]))
+            src.append(np.hstack(srcs))
+            sign.append(np.broadcast_to(np.hstack(sgns), (sizes[a], width)))
+            lengths.append(np.full(sizes[a], width))
+        indptr = np.concatenate([[0], np.cumsum(np.concatenate(lengths))])
+        return CSRPattern.from_csr(np.concatenate([x.ravel() for x in indices]), indptr,
+                                   np.concatenate([x.ravel() for x in src]),
+                                   np.concatenate([x.ravel() for x in sign]), self.n)
+
+
+def _add_rows(acc, v, s0, e0, s1, e1, R):
+    """Add a block's values to the per-(person, r) and per-(F1 element, r) sums (a block of one
+    person adds its row as it is: no reduction over one row, no temporary)."""
+    acc[0][s0:e0] += v.sum(1).view(-1, R)
+    acc[1][s1:e1] += v[0].view(-1, R) if e0 - s0 == 1 else v.sum(0).view(-1, R)
 
 
 def make_engine(data: FacetData, device="cpu", chunk: int = 2_000_000,
