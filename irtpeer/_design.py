@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ._errors import DesignError, RatingsError
-from .ratings import Ratings, describe_rows
+from .ratings import Ratings, category_codes, describe_rows
 from .spec import ModelSpec
 
 __all__ = ["DimensionDesign", "FacetData", "build_designs", "check_connected"]
@@ -24,7 +24,9 @@ __all__ = ["DimensionDesign", "FacetData", "build_designs", "check_connected"]
 class FacetData:
     """Integer-coded observations of one dimension."""
 
-    idx: list[np.ndarray]  # element index per observation, persons first, then each facet
+    #: element index per observation, persons first, then each facet; in a signed type that
+    #: holds the facet's parameter positions (often a view of the table's categorical codes)
+    idx: list[np.ndarray]
     sizes: list[int]  # number of elements of each of those facets
     x: np.ndarray  # category 0..K
     K: int
@@ -75,18 +77,35 @@ class DimensionDesign:
 
 
 def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """int32 codes and the labels (sorted, or a categorical's own order); unused categories are
-    dropped. A categorical column's codes are used as they are (no hashing of the labels)."""
+    """Codes and the labels (sorted, or a categorical's own order); unused categories are
+    dropped. A categorical column's codes are used as they are, in their own integer type: a
+    view of the table's column (no hashing of the labels, no copy)."""
     if isinstance(values.dtype, pd.CategoricalDtype):
-        codes, cats = values.cat.codes.to_numpy(), values.cat.categories
+        codes, cats = category_codes(values), values.cat.categories
     else:
         cat = pd.Categorical(values)
         codes, cats = cat.codes, cat.categories
     used = np.bincount(codes, minlength=len(cats)) > 0 if len(codes) else np.zeros(0, bool)
     if not used.all():
-        codes = (np.cumsum(used) - 1).astype(np.int32)[codes]
+        codes = (np.cumsum(used) - 1).astype(codes.dtype)[codes]
         cats = cats[used]
-    return codes.astype(np.int32, copy=False), np.asarray(cats.astype(str))
+    return codes, np.asarray(cats.astype(str))
+
+
+def _index_types(idx: list[np.ndarray], sizes: list[int], pcm: int | None, n_cats: int):
+    """The codes of every facet in a type that holds each of its parameter positions (offset +
+    code; for the partial-credit facet also code x categories + category), so that no
+    arithmetic on them can wrap around: the table's own narrow codes (views) wherever that
+    holds, the next wider type (a copy) only where it does not."""
+    out, end = [], 0
+    for a, codes in enumerate(idx):
+        end += sizes[a]
+        top = max(end, sizes[a] * n_cats if a == pcm else 0) - 1
+        if top > np.iinfo(codes.dtype).max:
+            codes = codes.astype(next(t for t in (np.int16, np.int32, np.int64)
+                                      if top <= np.iinfo(t).max))
+        out.append(codes)
+    return out
 
 
 def _category_index(raw: np.ndarray, cats: np.ndarray) -> np.ndarray:
@@ -108,7 +127,7 @@ def _category_index(raw: np.ndarray, cats: np.ndarray) -> np.ndarray:
 def _single_valued(col: pd.Series) -> bool:
     """True when every row holds the same value (a categorical's codes compared, no hashing)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = col.cat.codes.to_numpy()
+        codes = category_codes(col)
         return len(codes) == 0 or codes.min() == codes.max()
     return col.nunique() < 2
 
@@ -240,9 +259,8 @@ def _check_categories(ratings: Ratings, dim: str, df: pd.DataFrame, raw: np.ndar
         )
 
 
-def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
-    """Code every dimension of ``ratings`` for the estimator."""
-    designs = []
+def _check_spec(ratings: Ratings, spec: ModelSpec) -> None:
+    """The facets the specification names (partial-credit, response) exist in the table."""
     if spec.scale == "pcm" and spec.pcm_facet not in ratings.facets:
         raise RatingsError(
             f"partial-credit facet {spec.pcm_facet!r} is not one of the facets "
@@ -253,109 +271,122 @@ def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
             f"person mode 'response' needs the facet {spec.response_facet!r} to define a response "
             f"(model x {spec.response_facet}); facets are {', '.join(ratings.facets)}"
         )
-    for dim in ratings.dimensions:
-        df = ratings.dimension_frame(dim)
-        notes: list[str] = []
-        facet_names = []
-        for f in ratings.facets:
-            if _single_valued(df[f]):
-                notes.append(
-                    f"facet {f!r} has a single element ({df[f].iloc[0]!r}) in dimension {dim!r}: "
-                    f"it carries no information and is left out of this dimension's model"
-                )
-                continue
-            facet_names.append(f)
-        if spec.person_mode == "response":
-            if spec.response_facet not in facet_names:
-                raise DesignError(
-                    f"dimension {dim!r} has a single {spec.response_facet!r}; response mode "
-                    f"needs several"
-                )
-            m_codes, model_labels = _codes(df[ratings.person])
-            resp = df[ratings.person].astype(str) + "|" + df[spec.response_facet].astype(str)
-            p_codes, person_labels = _codes(resp)
-            first = np.zeros(len(person_labels), dtype=np.int64)
-            first[p_codes] = m_codes
-            person_model = first
-            del resp, m_codes
-            person_facet = "response"
-        else:
-            p_codes, person_labels = _codes(df[ratings.person])
-            model_labels = person_labels
-            person_model = np.arange(len(person_labels))
-            person_facet = ratings.person
-        if len(person_labels) < 2:
-            raise DesignError(
-                f"dimension {dim!r} has a single {ratings.person!r} ({person_labels[0]!r}); "
-                f"calibration needs at least two persons to compare"
-            )
-        idx = [p_codes]
-        labels = [person_labels]
-        for f in facet_names:
-            c, lab = _codes(df[f])
-            idx.append(c)
-            labels.append(lab)
-        sizes = [len(lab) for lab in labels]
 
-        raw = df["_score"].to_numpy()
-        cats = _distinct_scores(raw).astype(np.int64)
-        if len(cats) < 2:
-            raise RatingsError(
-                f"every score in dimension {dim!r} is {cats[0]}: with a single category there is "
-                f"nothing to calibrate"
-            )
-        gaps = sorted(set(range(int(cats[0]), int(cats[-1]) + 1)) - {int(c) for c in cats})
-        scale = spec.scale
-        if scale == "auto" and ratings.score_range is None:
-            _check_categories(ratings, dim, df, raw, cats)
-        if scale == "auto":
-            scale = "binary" if len(cats) == 2 else "rsm"
-        if scale == "binary" and len(cats) > 2:
-            raise RatingsError(
-                f"scale 'binary' but dimension {dim!r} has scores {', '.join(map(str, cats))} in "
-                f"column {ratings.score!r}; use --scale rsm (or auto), or recode the scores to 0/1"
-            )
-        if scale in ("rsm", "pcm") and len(cats) == 2:
+
+def _facets_used(ratings: Ratings, df: pd.DataFrame, dim: str, notes: list[str]) -> list[str]:
+    """The facets with more than one element in this dimension (the others noted, left out)."""
+    used = []
+    for f in ratings.facets:
+        if _single_valued(df[f]):
             notes.append(
-                f"dimension {dim!r} has two categories: the rating-scale model reduces to the "
-                f"dichotomous one"
+                f"facet {f!r} has a single element ({df[f].iloc[0]!r}) in dimension {dim!r}: "
+                f"it carries no information and is left out of this dimension's model"
             )
-            scale = "binary"
-        if gaps:
-            notes.append(
-                f"dimension {dim!r}: categories {', '.join(map(str, gaps))} between "
-                f"{cats[0]} and {cats[-1]} are never observed; the scale uses the observed "
-                f"categories {', '.join(map(str, cats))} as consecutive steps"
+            continue
+        used.append(f)
+    return used
+
+
+def _persons(ratings: Ratings, spec: ModelSpec, df: pd.DataFrame, dim: str, facet_names):
+    """Person codes and labels, the model labels, each person's model and the person facet's
+    name (``response``: one person per model x response facet element)."""
+    if spec.person_mode == "response":
+        if spec.response_facet not in facet_names:
+            raise DesignError(
+                f"dimension {dim!r} has a single {spec.response_facet!r}; response mode "
+                f"needs several"
             )
-        x = _category_index(raw, cats)
-        w = ratings.weights(df)
-        w = None if w is None or np.all(w == 1.0) else w
-        check_connected(dim, [person_facet, *facet_names], labels, idx, sizes)
-        pcm = None
-        if scale == "pcm":
-            if spec.pcm_facet not in facet_names:
-                raise DesignError(
-                    f"partial-credit facet {spec.pcm_facet!r} has a single element in dimension "
-                    f"{dim!r}; use --scale rsm"
-                )
-            pcm = 1 + facet_names.index(spec.pcm_facet)
-        data = FacetData(idx=idx, sizes=sizes, x=x, K=len(cats) - 1, w=w, pcm=pcm)
-        judge_position = facet_names.index("judge") if "judge" in facet_names else None
-        designs.append(
-            DimensionDesign(
-                dimension=dim,
-                scale=scale,
-                person_facet=person_facet,
-                person_labels=person_labels,
-                person_model=person_model,
-                model_labels=model_labels,
-                facet_names=facet_names,
-                facet_labels=labels[1:],
-                categories=cats,
-                data=data,
-                judge_position=judge_position,
-                raw_scores=raw,
-                notes=notes,
-            )
+        m_codes, model_labels = _codes(df[ratings.person])
+        resp = df[ratings.person].astype(str) + "|" + df[spec.response_facet].astype(str)
+        p_codes, person_labels = _codes(resp)
+        person_model = np.zeros(len(person_labels), dtype=np.int64)
+        person_model[p_codes] = m_codes
+        facet = "response"
+    else:
+        p_codes, person_labels = _codes(df[ratings.person])
+        model_labels, person_model = person_labels, np.arange(len(person_labels))
+        facet = ratings.person
+    if len(person_labels) < 2:
+        raise DesignError(
+            f"dimension {dim!r} has a single {ratings.person!r} ({person_labels[0]!r}); "
+            f"calibration needs at least two persons to compare"
         )
-    return designs
+    return p_codes, person_labels, model_labels, person_model, facet
+
+
+def _scale(ratings: Ratings, spec: ModelSpec, dim: str, df, raw, notes: list[str]):
+    """The observed categories (sorted scores) and the scale they are fitted with."""
+    cats = _distinct_scores(raw).astype(np.int64)
+    if len(cats) < 2:
+        raise RatingsError(
+            f"every score in dimension {dim!r} is {cats[0]}: with a single category there is "
+            f"nothing to calibrate"
+        )
+    gaps = sorted(set(range(int(cats[0]), int(cats[-1]) + 1)) - {int(c) for c in cats})
+    scale = spec.scale
+    if scale == "auto" and ratings.score_range is None:
+        _check_categories(ratings, dim, df, raw, cats)
+    if scale == "auto":
+        scale = "binary" if len(cats) == 2 else "rsm"
+    if scale == "binary" and len(cats) > 2:
+        raise RatingsError(
+            f"scale 'binary' but dimension {dim!r} has scores {', '.join(map(str, cats))} in "
+            f"column {ratings.score!r}; use --scale rsm (or auto), or recode the scores to 0/1"
+        )
+    if scale in ("rsm", "pcm") and len(cats) == 2:
+        notes.append(
+            f"dimension {dim!r} has two categories: the rating-scale model reduces to the "
+            f"dichotomous one"
+        )
+        scale = "binary"
+    if gaps:
+        notes.append(
+            f"dimension {dim!r}: categories {', '.join(map(str, gaps))} between "
+            f"{cats[0]} and {cats[-1]} are never observed; the scale uses the observed "
+            f"categories {', '.join(map(str, cats))} as consecutive steps"
+        )
+    return cats, scale
+
+
+def _design(ratings: Ratings, spec: ModelSpec, dim: str) -> DimensionDesign:
+    """One dimension's design: its codes are views of the table's columns wherever they can be."""
+    df = ratings.dimension_frame(dim)
+    notes: list[str] = []
+    facet_names = _facets_used(ratings, df, dim, notes)
+    p_codes, person_labels, model_labels, person_model, person_facet = _persons(
+        ratings, spec, df, dim, facet_names)
+    idx, labels = [p_codes], [person_labels]
+    for f in facet_names:
+        c, lab = _codes(df[f])
+        idx.append(c)
+        labels.append(lab)
+    sizes = [len(lab) for lab in labels]
+    raw = df["_score"].to_numpy()
+    cats, scale = _scale(ratings, spec, dim, df, raw, notes)
+    w = ratings.weights(df)
+    w = None if w is None or np.all(w == 1.0) else w
+    check_connected(dim, [person_facet, *facet_names], labels, idx, sizes)
+    pcm = None
+    if scale == "pcm":
+        if spec.pcm_facet not in facet_names:
+            raise DesignError(
+                f"partial-credit facet {spec.pcm_facet!r} has a single element in dimension "
+                f"{dim!r}; use --scale rsm"
+            )
+        pcm = 1 + facet_names.index(spec.pcm_facet)
+    idx = _index_types(idx, sizes, pcm, len(cats))
+    data = FacetData(idx=idx, sizes=sizes, x=_category_index(raw, cats), K=len(cats) - 1, w=w,
+                     pcm=pcm)
+    return DimensionDesign(
+        dimension=dim, scale=scale, person_facet=person_facet, person_labels=person_labels,
+        person_model=person_model, model_labels=model_labels, facet_names=facet_names,
+        facet_labels=labels[1:], categories=cats, data=data,
+        judge_position=facet_names.index("judge") if "judge" in facet_names else None,
+        raw_scores=raw, notes=notes,
+    )
+
+
+def build_designs(ratings: Ratings, spec: ModelSpec) -> list[DimensionDesign]:
+    """Code every dimension of ``ratings`` for the estimator."""
+    _check_spec(ratings, spec)
+    return [_design(ratings, spec, dim) for dim in ratings.dimensions]

@@ -35,6 +35,12 @@ def describe_rows(idx, limit: int = 5) -> str:
     return f"data row{'s' if len(idx) > 1 else ''} {shown}{more}"
 
 
+def category_codes(col: pd.Series) -> np.ndarray:
+    """The integer codes of a categorical column, read-only, without a copy (pandas'
+    ``col.cat.codes.to_numpy()`` copies them: a few bytes per judgment each time)."""
+    return col.array.codes
+
+
 def read_table(path: str | os.PathLike, categorical=()) -> pd.DataFrame:
     """Read a parquet or CSV/TSV ratings file; in a CSV only an empty cell is missing. Text
     columns of a parquet file named in ``categorical`` are read as categoricals."""
@@ -46,7 +52,8 @@ class Ratings:
     """A validated ratings table and how its columns map to the model.
 
     ``data`` holds the person, facet and dimension columns under their original names, the score
-    as integers in ``_score`` (the smallest integer type that holds them: int8 for 0/1) and,
+    as integers in ``_score`` in place of the score column (the smallest integer type that holds
+    them: int8 for 0/1; one score column in memory) and,
     only when duplicated judgments were averaged, an observation weight in ``_weight`` (read it
     with :meth:`weights`: ``None`` means every weight is 1). Extra columns are kept.
     """
@@ -83,7 +90,7 @@ class Ratings:
             return ["all"]
         col = self.data[self.dimension]
         if isinstance(col.dtype, pd.CategoricalDtype):  # used categories, without a string per row
-            used = np.bincount(col.cat.codes.to_numpy(), minlength=len(col.cat.categories)) > 0
+            used = np.bincount(category_codes(col), minlength=len(col.cat.categories)) > 0
             return sorted({str(c) for c in col.cat.categories[used]})
         return sorted(col.astype(str).unique())
 
@@ -93,7 +100,7 @@ class Ratings:
         col = self.data[self.dimension]
         if isinstance(col.dtype, pd.CategoricalDtype):
             match = np.flatnonzero(col.cat.categories.astype(str) == dim)
-            mask = np.isin(col.cat.codes.to_numpy(), match)
+            mask = np.isin(category_codes(col), match)
         else:
             mask = (col.astype(str) == dim).to_numpy()
         return self.data if mask.all() else self.data[mask]
@@ -187,7 +194,7 @@ _BITMAP_KEYS = 1 << 30
 def _key_codes(col: pd.Series) -> tuple[np.ndarray, int]:
     """Integer codes of a key column and their count (a categorical's own codes: no hashing)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        return col.cat.codes.to_numpy(), max(len(col.cat.categories), 1)
+        return category_codes(col), max(len(col.cat.categories), 1)
     codes, uniques = pd.factorize(col, sort=False)
     return codes, max(len(uniques), 1)
 
@@ -320,6 +327,19 @@ def _apply_duplicates(df, key, duplicates, notes) -> int:
     return n_dup
 
 
+def _with_scores(df: pd.DataFrame, score: str, values: np.ndarray, keep) -> pd.DataFrame:
+    """The table with the integer scores ``values`` as ``_score`` in place of the score column
+    (one score column in memory, not the file's beside the integers), the rows in ``keep``
+    only, numbered from 0. ``values`` is taken without a copy (often the file's own int8
+    column); no weight column: every weight is 1 unless duplicates are averaged later."""
+    df = df.drop(columns=[score])
+    if keep is not None:
+        df = df.loc[keep]
+    df = df.reset_index(drop=True)
+    df["_score"] = pd.Series(values, index=df.index, copy=False)  # df[c] = array would copy
+    return df
+
+
 def load_ratings(
     source,
     *,
@@ -382,7 +402,11 @@ def load_ratings(
                 f"column {col!r} is empty in {nulls.sum()} of {n_read} rows ({describe_rows(np.flatnonzero(nulls))}); "
                 f"every judgment needs its {col}: fill them in or drop those rows"
             )
-        df[col] = _as_labels(df[col])
+        column = df[col]
+        labels = _as_labels(column)
+        if labels is not column:  # setting a column copies it: only when its labels changed
+            df[col] = labels
+        del column, labels
 
     values, null = _coerce_scores(df[score], score)
     if score_range is not None:
@@ -391,12 +415,9 @@ def load_ratings(
     n_null = 0 if null is None else int(null.sum())
     if n_null:
         kept_rows = np.flatnonzero(~null)
-        df = df.loc[~null].copy()
         values = compact_int(values[~null])
-    del null
-    df["_score"] = values  # no weight column: every weight is 1 unless averaged below
-    del values
-    df.reset_index(drop=True, inplace=True)
+    df = _with_scores(df, score, values, None if kept_rows is None else ~null)
+    del null, values
     if len(df) == 0:
         raise RatingsError(
             f"all {n_read} scores in column {score!r} of {src} are empty; nothing to calibrate"

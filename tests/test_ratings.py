@@ -148,7 +148,7 @@ def test_the_callers_frame_is_not_modified():
 
 def test_scores_labels_and_weights_are_held_compactly(tmp_path):
     """A few bytes per judgment: scores in the smallest integer type, no weight column unless
-    judgments were averaged, parquet text labels as categorical codes, int32 design codes."""
+    judgments were averaged, parquet text labels as categorical codes, narrow design codes."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -172,7 +172,8 @@ def test_scores_labels_and_weights_are_held_compactly(tmp_path):
         assert a["model"].astype(str).tolist() == b["model"].astype(str).tolist()
         assert a["_score"].tolist() == b["_score"].tolist()
     design = build_designs(r, irtpeer.ModelSpec())[0]
-    assert all(c.dtype == np.int32 for c in design.data.idx) and design.data.x.dtype == np.int8
+    # the codes in their own narrow type (int8 here: every parameter position fits), no int32 copy
+    assert all(c.dtype == np.int8 for c in design.data.idx) and design.data.x.dtype == np.int8
     assert design.data.w is None
 
     wide = table(6)
@@ -180,6 +181,47 @@ def test_scores_labels_and_weights_are_held_compactly(tmp_path):
     assert irtpeer.load_ratings(wide).data["_score"].dtype == np.int16
     dup = irtpeer.load_ratings(pd.concat([table(), table().iloc[:1]]), duplicates="mean")
     assert sorted(dup.weights().tolist()) == [0.5, 0.5, 1.0, 1.0, 1.0]
+
+
+def test_one_score_column_and_design_codes_are_the_tables_own(tmp_path):
+    """Issue 11 (memory): the loaded table holds one integer score column (``_score`` in place
+    of the file's), and the design's codes and categories are views of the table's columns
+    (no int32 copies), widened only where a facet's parameter positions would not fit."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from irtpeer._design import _index_types, build_designs
+    from irtpeer.ratings import category_codes
+
+    rng = np.random.default_rng(0)
+    m, q = np.meshgrid(np.arange(40), np.arange(60), indexing="ij")
+    m, q = m.ravel(), q.ravel()
+    y = (rng.random(len(m)) < 1 / (1 + np.exp(-(m / 20 - q / 30)))).astype(np.int8)
+    pq.write_table(pa.table({  # a leaderboard as parquet writes it: dictionary labels, int8 score
+        "model": pa.DictionaryArray.from_arrays(pa.array(m.astype(np.int32)),
+                                                pa.array([f"m{i}" for i in range(40)])),
+        "question": pa.DictionaryArray.from_arrays(pa.array(q.astype(np.int32)),
+                                                   pa.array([f"q{i}" for i in range(60)])),
+        "score": pa.array(y)}), tmp_path / "lb.parquet")
+    r = irtpeer.load_ratings(tmp_path / "lb.parquet", facets=["question"])
+    assert list(r.data.columns) == ["model", "question", "_score"]
+    assert r.data["_score"].dtype == np.int8 and (r.data["_score"].to_numpy() == y).all()
+    d = build_designs(r, irtpeer.ModelSpec())[0].data
+    assert [c.dtype for c in d.idx] == [np.int8, np.int8]  # 40 + 60 positions fit in int8
+    assert np.shares_memory(d.idx[0], category_codes(r.data["model"]))
+    assert np.shares_memory(d.idx[1], category_codes(r.data["question"]))
+    assert np.shares_memory(d.x, r.data["_score"].to_numpy())
+    # from a DataFrame: the caller's score column is left alone, the table gets _score only
+    frame = pd.DataFrame({"model": m.astype(str), "question": q.astype(str), "rating": y})
+    r2 = irtpeer.load_ratings(frame, facets="question", score="rating")
+    assert "rating" in frame and list(r2.data.columns) == ["model", "question", "_score"]
+    # offset + code past int8 (100 models, then questions at 100..199): widened, same codes
+    codes = [np.arange(100, dtype=np.int8), np.arange(100, dtype=np.int8)]
+    out = _index_types(codes, [100, 100], None, 2)
+    assert out[0] is codes[0] and out[1].dtype == np.int16 and (out[1] == codes[1]).all()
+    # partial credit: code x categories + category must fit as well (30 x 5 > 127)
+    out = _index_types([np.arange(3, dtype=np.int8), np.arange(30, dtype=np.int8)], [3, 30], 1, 5)
+    assert out[1].dtype == np.int16
 
 
 @pytest.mark.parametrize("cells", [True, False])

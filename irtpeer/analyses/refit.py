@@ -13,9 +13,10 @@ __all__ = ["ratings_from_frame", "resample_clusters"]
 
 def ratings_from_frame(ratings, frame: pd.DataFrame):
     """New Ratings from rows of ``ratings.data`` (a subset or a resample), same column mapping."""
-    cols = [c for c in frame.columns if c not in ("_score", "_weight")]
+    cols = [c for c in frame.columns if c != "_weight"]  # the scores are in _score only
     return load_ratings(
-        frame[cols].reset_index(drop=True), person=ratings.person, facets=list(ratings.facets),
+        frame[cols].rename(columns={"_score": ratings.score}).reset_index(drop=True),
+        person=ratings.person, facets=list(ratings.facets),
         dimension=ratings.dimension, score=ratings.score,
         duplicates=ratings.summary.get("duplicates", "error"),
     )
