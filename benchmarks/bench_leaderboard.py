@@ -85,20 +85,31 @@ def _rss_gb(pid: int) -> float:
 
 
 def run_cli(path: Path, out: Path, *flags: str, max_rss_gb: float | None = None) -> dict:
-    """`irtpeer score` end to end in a subprocess: wall seconds and peak RSS (GB, the child's
-    ru_maxrss). With ``max_rss_gb`` the run is killed when its resident memory passes that
-    (a shared machine is protected), and the error says so."""
-    cmd = [sys.executable, "-m", "irtpeer", "score", str(path), "--out", str(out), *flags]
+    """`irtpeer score --progress` end to end in a subprocess: wall seconds, peak RSS (GB, the
+    child's ru_maxrss) and the stages: the resident memory sampled every 0.1 s, its peak between
+    two progress lines (the first stage, up to Newton's first line, is import, load, design,
+    start values and engine; the last is the outputs). With ``max_rss_gb`` the run is killed when
+    its resident memory passes that (a shared machine is protected), and the error says so."""
+    cmd = [sys.executable, "-m", "irtpeer", "score", str(path), "--out", str(out), "--progress",
+           *flags]
     log = out.parent / "irtpeer_score.log"
-    with open(log, "w+") as fh:
+    with open(log, "w+") as fh, open(log) as reader:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
-        killed, seen = False, 0.0
+        killed, seen, rss = False, 0.0, 0.0
+        stages, stage = [], {"until": "iteration 0", "start": 0.0, "peak_gb": 0.0}
         while True:
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            now = time.perf_counter() - t0
+            for line in reader:  # progress lines close a stage
+                if line.startswith("[irtpeer] "):
+                    stages.append(dict(stage, until=line[10:].strip(), seconds=now - stage["start"]))
+                    stage = {"until": "", "start": now, "peak_gb": rss}
             if pid:
                 break
-            seen = max(seen, _rss_gb(proc.pid))
+            rss = _rss_gb(proc.pid)
+            seen = max(seen, rss)
+            stage["peak_gb"] = max(stage["peak_gb"], rss)
             if max_rss_gb is not None and seen > max_rss_gb and not killed:
                 proc.kill()
                 killed = True
@@ -106,12 +117,20 @@ def run_cli(path: Path, out: Path, *flags: str, max_rss_gb: float | None = None)
         wall = time.perf_counter() - t0
         fh.seek(0)
         text = fh.read()
+    stages.append(dict(stage, until="exit (outputs written)", seconds=wall - stage["start"]))
     peak = usage.ru_maxrss / 1e6
     if killed:
         raise RuntimeError(f"stopped at {wall:.0f} s: resident memory passed {max_rss_gb} GB")
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(text[-3000:])
-    return {"wall_s": wall, "peak_gb": peak}
+    return {"wall_s": wall, "peak_gb": peak, "stages": stages}
+
+
+def print_stages(run: dict, n: int):
+    """The stages of a run: seconds, peak resident GB and bytes per response."""
+    for st in run["stages"]:
+        print(f"    {st['seconds']:7.1f} s  peak {st['peak_gb']:6.2f} GB "
+              f"({st['peak_gb'] * 1e9 / n:5.1f} B/response)  until: {st['until'][:70]}")
 
 
 def recovery(out: Path, theta: np.ndarray, b: np.ndarray) -> dict:
@@ -202,6 +221,7 @@ def main(argv=None):
               f"{mle['cg_products']} CG products), peak {mle['peak_gb']:.2f} GB; "
               f"corr(models, truth) {mle['corr_models']:.4f}, 95% coverage "
               f"{mle['coverage_95']:.3f}, corr(items) {mle['corr_items']:.4f}", flush=True)
+        print_stages(mle, n)
         if not args.skip_ridge:
             ridge = best("--penalty", "1", "--se-facets", "model")
             ridge.update(recovery(tmp / "out", theta, b))
