@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ._csvtext import csv_text
 from ._errors import IrtpeerError
 from ._fitrecord import MEASURE_COLUMNS, DimensionFit
 from ._io import atomic_write_text, json_default
@@ -303,9 +304,11 @@ class Calibration:
             "convergence": out / "convergence.csv",
             "calibration": out / "calibration.json",
         }
-        atomic_write_text(paths["measures"], self.measures.to_csv(index=False))
-        atomic_write_text(paths["scores"], self.scores.to_csv(index=False))
-        atomic_write_text(paths["convergence"], self.convergence.to_csv(index=False))
+        # csv_text: the text of to_csv(index=False), float columns ~5x faster (0.55 -> 0.1 s
+        # for the measures of 62,500 questions)
+        atomic_write_text(paths["measures"], csv_text(self.measures))
+        atomic_write_text(paths["scores"], csv_text(self.scores))
+        atomic_write_text(paths["convergence"], csv_text(self.convergence))
         meta = self.to_dict(tables=False)  # the tables are in their CSV files
         atomic_write_text(paths["calibration"], json.dumps(meta, indent=2, default=json_default))
         return paths
