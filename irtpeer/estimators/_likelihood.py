@@ -13,9 +13,10 @@ are diagonal (each observation touches one element of each facet).
 
 How a pass is organised (the same on CPU and CUDA):
 
-* every sum over observations is an ``index_add_`` into one float64 buffer allocated once per
-  engine (``torch.bincount`` checks its index range, synchronising a GPU at every call, and is
-  not deterministic in float64 on CUDA; ``index_add_`` is, under :func:`deterministic`);
+* every sum over observations goes into one float64 buffer allocated once per engine, through
+  :class:`~irtpeer.estimators._segsum.SegmentSums`: ``index_add_`` on CPU; on CUDA each index
+  sorted once and summed by runs, the same bits at every run without torch's slow deterministic
+  ``index_add_`` (``torch.bincount`` checks its index range, synchronising a GPU at every call);
 * the Hessian's sparsity pattern is found once: every pair of facets gets a compact index of its
   observed cells (a lookup table when the pair has few cells, else an int32 index per
   observation), and the scipy CSR matrix is built once; each pass only fills its data array
@@ -35,12 +36,14 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from .._design import FacetData
+from ._segsum import SegmentSums
 
 __all__ = ["CSRPattern", "Evaluation", "FacetData", "GridLikelihoodEngine", "LikelihoodEngine",
            "deterministic", "index_add_cols", "make_engine"]
@@ -206,6 +209,7 @@ class LikelihoodEngine:
         self.off = data.offsets
         self.n = data.n_params
         self.passes = 0
+        self.sums = SegmentSums(self.device)  # dst[index] += src, in a fixed order
         self._setup_structure()
         self._setup_buffer()
 
@@ -256,6 +260,14 @@ class LikelihoodEngine:
                     del key
                     u = uniq.cpu().numpy()
                     self.pairs.append((a, b, "inverse", u // Sb, u % Sb, inv.to(torch.int32)))
+
+    def _pair_cells(self, q: int, s: int, e: int) -> torch.Tensor:
+        """Where the observations s:e of facet pair ``q`` go: their cell of a dense block, or
+        the compact index of their observed cell."""
+        a, b, mode, _r, _c, aux = self.pairs[q]
+        if mode == "block":
+            return self._key(a, b, s, e)
+        return aux[s:e] if mode == "inverse" else aux[self._key(a, b, s, e)]
 
     def _seen(self, a: int, b: int, Sb: int | None = None) -> torch.Tensor:
         """Which cells of the facet pair (a, b) hold an observation (one byte per cell)."""
@@ -348,6 +360,7 @@ class LikelihoodEngine:
         resident = sum(t.numel() * t.element_size() for t in held)
         resident += sum(self.sizes[a] * self.sizes[b] * 8 for a, b, m, *_ in self.pairs
                         if m == "block")
+        resident += self.sums.nbytes()  # CUDA: each index sorted once (none before a pass)
         per_obs_temps = 8 * (8 + 6 * max(self.K, 1))  # float64 vectors alive within a chunk
         return {"resident_bytes": resident, "bytes_per_obs": resident / max(self.N, 1),
                 "chunk_bytes": min(self.chunk, self.N) * per_obs_temps}
@@ -394,7 +407,7 @@ class LikelihoodEngine:
         if need_hessian and K > 1 and self.data.pcm is not None:
             Lr = self.sizes[self.data.pcm]
             hte_pcm = [torch.zeros(s * Lr, K, dtype=_F64, device=dev) for s in self.sizes]
-        with deterministic(dev):
+        with self.sums.context():
             for s, e in self._chunks():
                 self._chunk(s, e, blocks, cum, kvec, need_hessian, dense, hte_pcm)
         if hte_pcm is not None:  # keep the observed element x threshold cells only
@@ -418,7 +431,7 @@ class LikelihoodEngine:
     def _chunk(self, s, e, blocks, cum, kvec, need_hessian, dense, hte_pcm):
         """Add one chunk of observations to the pass's buffer."""
         A, K, off, n_el, buf, dev = len(self.sizes), self.K, self.off, self.off[-1], self.buf, self.device
-        pcm = self.data.pcm
+        pcm, add = self.data.pcm, self.sums.add
         ii = [self._ix(a, s, e) for a in range(A)]
         eta = blocks[0][ii[0]]
         for a in range(1, A):
@@ -447,7 +460,7 @@ class LikelihoodEngine:
             ll, r, V = ll * w, r * w, V * w
         buf[0].sub_(ll.sum())
         for a in range(A):  # gradient of -loglik: persons -(x-E), facets +(x-E) (sign later)
-            buf[1 + off[a] : 1 + off[a + 1]].index_add_(0, ii[a], r)
+            add(("facet", a, s), buf[1 + off[a] : 1 + off[a + 1]], ii[a], r)
         if K > 1:
             gt = (xl[:, None] >= torch.arange(1, K + 1, device=dev)).to(_F64) - G
             if w is not None:
@@ -456,24 +469,22 @@ class LikelihoodEngine:
             if pcm is None:
                 g_tau.add_(gt.sum(0))
             else:
-                index_add_cols(g_tau.view(-1, K), ii[pcm], gt)
+                add(("facet", pcm, s), g_tau.view(-1, K), ii[pcm], gt)
         if not need_hessian:
             return
         o = self.o_diag
         for a in range(A):
-            buf[o + off[a] : o + off[a + 1]].index_add_(0, ii[a], V)
-        for q, (a, b, mode, _r, _c, aux) in enumerate(self.pairs):
-            if mode == "block":
-                dense[q].index_add_(0, self._key(a, b, s, e), V)
-                continue
-            cell = aux[s:e] if mode == "inverse" else aux[self._key(a, b, s, e)]
-            buf[self.o_pair[q] : self.o_pair[q] + len(_r)].index_add_(0, cell, V)
+            add(("facet", a, s), buf[o + off[a] : o + off[a + 1]], ii[a], V)
+        for q, (_a, _b, mode, _r, *_) in enumerate(self.pairs):
+            dst = dense[q] if mode == "block" else buf[self.o_pair[q] : self.o_pair[q] + len(_r)]
+            add(("pair", q, s), dst, partial(self._pair_cells, q, s, e), V)
         if K > 1:
             self._tau_hessian(ii, G, J, E, w, hte_pcm, s, e)
 
     def _tau_hessian(self, ii, G, J, E, w, hte_pcm, s, e):
         """Threshold x threshold and element x threshold blocks of one chunk."""
         A, K, buf, dev, pcm = len(self.sizes), self.K, self.buf, self.device, self.data.pcm
+        add = self.sums.add
         covx = J - E[:, None] * G  # Cov(X, 1[X>=k])
         Gw = G
         if w is not None:
@@ -486,7 +497,7 @@ class LikelihoodEngine:
             buf[self.o_tt : self.o_tt + K * K].view(K, K).add_(Gw.sum(0)[mx] - G.T @ Gw)
             for a in range(A):
                 o = self.o_te[a]
-                index_add_cols(buf[o : o + self.sizes[a] * K].view(-1, K), ii[a], covx)
+                add(("facet", a, s), buf[o : o + self.sizes[a] * K].view(-1, K), ii[a], covx)
             return
         Lr = self.sizes[pcm]
         htt = buf[self.o_tt : self.o_tt + Lr * K * K].view(Lr, K, K)
@@ -495,11 +506,11 @@ class LikelihoodEngine:
         for k in range(K):  # the upper triangle (l >= k), mirrored below
             for m in range(k, K):
                 val = Gwc[m] - Gc[k] * Gwc[m]  # w (G_max(k,m) - G_k G_m)
-                htt[:, k, m].index_add_(0, ii[pcm], val)
+                add(("facet", pcm, s), htt[:, k, m], ii[pcm], val)
                 if m > k:
-                    htt[:, m, k].index_add_(0, ii[pcm], val)
+                    add(("facet", pcm, s), htt[:, m, k], ii[pcm], val)
         for a in range(A):
-            index_add_cols(hte_pcm[a], self._key(a, pcm, s, e, Lr), covx)
+            add(("te", a, s), hte_pcm[a], partial(self._key, a, pcm, s, e, Lr), covx)
 
 
 class GridLikelihoodEngine:
