@@ -40,6 +40,13 @@ class NotPositiveDefinite(np.linalg.LinAlgError):
         self.null_vector = null_vector
 
 
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same elements of the same buffer (scipy hands out new views of a matrix's index
+    arrays): equal without comparing them."""
+    return (a.dtype == b.dtype and a.strides == b.strides
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
 def _sub(M: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, _name=None) -> sp.csr_matrix:
     return M[rows][:, cols].tocsr()
 
@@ -56,7 +63,8 @@ class SchurPlan:
 
     def matches(self, M) -> bool:
         def same(a, b):
-            return a is b or (b is not None and a.shape == b.shape and np.array_equal(a, b))
+            return a is b or (b is not None and a.shape == b.shape and (_same_memory(a, b)
+                                                                         or np.array_equal(a, b)))
 
         return same(M.indptr, self.indptr) and same(M.indices, self.indices)
 
@@ -159,8 +167,9 @@ class BlockSchurSolver:
             if cells <= _DENSE_PRODUCT_CELLS and C.nnz >= 0.25 * cells:
                 # a small remainder (the everyday design: a few dozen models, judges, items):
                 # C^T D^{-1} C by BLAS, ~10x faster than a sparse product with C's 1.5 M entries
+                # (dense W scaled from dense C: the same products as W's entries)
                 Cd = C.toarray()
-                S = take(M, rest_local, rest_local, "E").toarray() - Cd.T @ W.toarray()
+                S = take(M, rest_local, rest_local, "E").toarray() - Cd.T @ (Cd * (1.0 / d)[:, None])
             else:
                 S = take(M, rest_local, rest_local, "E") - (C.T @ W)
             self.levels.append(_Level(b_local, rest_local, d, W))

@@ -64,6 +64,8 @@ LUT_CELLS_PER_OBS = 0.25
 CPU_CHUNK = 1 << 16
 #: Cells per block of a grid pass on CPU (temporaries stay in cache: measured fastest)
 GRID_BLOCK_CELLS = 1 << 15
+#: Cells per slice when the element sums are counted on the grid (temporaries of a byte a cell)
+GRID_SUM_CELLS = 1 << 24
 _INDEX_DTYPES = (torch.int32, torch.int64)
 _F64 = torch.float64
 
@@ -562,7 +564,8 @@ class GridLikelihoodEngine:
         self.r0 = max(1, cells // row) if row <= cells else 1
         self.r1 = sizes[1] if row <= cells else max(1, cells // self.R)
         self.pairs = [(a, b) for a in range(A) for b in range(a + 1, A)]
-        self.totals = (self._totals() if totals is None else
+        # each element's total score: given, or counted at the first pass (or element_sums)
+        self.totals = (None if totals is None else
                        torch.as_tensor(np.concatenate(totals), dtype=_F64, device=dev))
         self.pattern = self._hessian_pattern() if A > 2 else None
 
@@ -598,6 +601,37 @@ class GridLikelihoodEngine:
             acc0[s0:e0] += y.sum(1)
             acc1[s1:e1] += y.sum(0)
         return torch.cat(self._reduce([acc0, acc1]))
+
+    def element_sums(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Per facet: every element's count of observed cells and its total score, as exact
+        integers in float64, from the grid (numpy sums of one byte per cell: 15 M cells in
+        ~0.04 s, ~6x faster than adding over the observations' codes); the totals become the
+        engine's."""
+        S0, S1, R = self.grid.shape
+        grid = self.grid.cpu().numpy()
+        person = np.zeros((2, S0), dtype=np.int64)  # counts, totals
+        lead = np.zeros((2, S1, R), dtype=np.int64)
+        step = max(1, GRID_SUM_CELLS // max(S1 * R, 1))
+        for s in range(0, S0, step):
+            g = grid[s : s + step]
+            # a complete binary grid holds the scores themselves; otherwise -1 marks a missing cell
+            parts = [(1, g if self.complete else g == 1)] + ([] if self.complete else [(0, g >= 0)])
+            for k, y in parts:
+                person[k, s : s + step] = y.reshape(len(g), -1).sum(1, dtype=np.int64)
+                lead[k] += y.sum(0, dtype=np.int64)
+        if self.complete:  # every cell observed: counts are numbers of cells
+            person[0] = S1 * R
+            lead[0] = S0
+        out = []
+        for k in range(2):
+            tail = lead[k].sum(0).reshape(self.tail)
+            sums = [person[k], lead[k].sum(1)]
+            for t in range(len(self.tail)):
+                others = tuple(d for d in range(len(self.tail)) if d != t)
+                sums.append(tail.sum(others) if others else tail)
+            out.append([v.astype(np.float64) for v in sums])
+        self.totals = torch.as_tensor(np.concatenate(out[1]), dtype=_F64, device=self.device)
+        return out[0], out[1]
 
     def memory(self) -> dict:
         """Bytes this engine keeps on its device (per observation: about one, the grid)."""
@@ -678,6 +712,8 @@ class GridLikelihoodEngine:
         dev, A, S0 = self.device, len(self.sizes), self.sizes[0]
         need_hessian = p01 is not None
         # -loglik = sum softplus(eta) - sum_cells y * eta, the latter linear in the totals
+        if self.totals is None:
+            self.totals = self._totals()
         T = self.totals
         sign = torch.ones(self.n, dtype=_F64, device=dev)
         sign[: S0] = -1.0
