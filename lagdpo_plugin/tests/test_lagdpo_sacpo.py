@@ -72,3 +72,27 @@ def test_sacpo_resume_without_any_stage_is_a_clear_error(tiny_dir, tmp_path):
             max_steps=2,
             resume_from_checkpoint=True,
         )
+
+
+def test_each_later_stage_starts_from_the_saved_stage_and_its_reference_is_that_file(
+    tiny_dir, tmp_path
+):
+    """Stage 2's policy and reference are loaded from stage-1/final (the trainer's gathered
+    save), not copied from the trained model in memory, which under ZeRO-3/FSDP holds shards:
+    both equal the file, and the stage's first step is at policy = reference (loss ln 2)."""
+    import math
+
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "run"
+    result = train("sacpo", tiny_dir, make_records(8), out, config=fast_settings(), max_steps=4)
+    first, second = result.trainers
+    saved = AutoModelForCausalLM.from_pretrained(out / "stage-1" / "final")
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    assert not torch.equal(_weights(saved), _weights(base))  # stage 1 did train
+    torch.testing.assert_close(_weights(second.ref_model), _weights(saved), rtol=0, atol=0)
+    assert second.ref_model.config._name_or_path == str(out / "stage-1" / "final")
+    step1 = next(h for h in second.state.log_history if any(k.startswith("loss_") for k in h))
+    for k, v in step1.items():
+        if k.startswith("loss_"):
+            assert v == pytest.approx(math.log(2), abs=1e-6), k

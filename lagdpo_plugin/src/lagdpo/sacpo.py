@@ -131,7 +131,10 @@ def train_sacpo(
             "max_steps": steps[i],
         }
         ref_model = None
-        if peft_config is None:
+        if peft_config is None and i == first:
+            # the first stage's policy is not sharded yet: its copy is the reference. Later
+            # stages load the previous stage from disk, and TRL loads their reference from the
+            # same path (partitioned at load under ZeRO-3): a copy of a sharded model is shards
             strip_fused_head(model)
             ref_model = copy.deepcopy(model).eval()
             for p in ref_model.parameters():
@@ -146,15 +149,32 @@ def train_sacpo(
             callbacks=callbacks,
         )
         trainer.train(resume_from_checkpoint=checkpoint if i == first else None)
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        if peft_config is not None:
-            model = model.merge_and_unload()
-        strip_fused_head(model)
-        if trainer.accelerator.is_main_process:
-            model.save_pretrained(str(stage_dir / STAGE_FINAL))
-        trainer.accelerator.wait_for_everyone()
         trainers.append(trainer)
+        model = _finish_stage(trainer, stage_dir / STAGE_FINAL, peft_config is not None,
+                              last=i + 1 == len(stages))
     return model, trainers
+
+
+def _finish_stage(trainer, final: Path, is_peft: bool, last: bool):
+    """Write the stage's model to ``final``; return the next stage's policy (the last stage:
+    the trainer's model, saved again by the caller the same way).
+
+    Without PEFT the trainer saves it (gathered under ZeRO-3 and FSDP, written once) and the
+    next stage starts from that file. With PEFT the adapter is merged into the base model.
+    """
+    acc = trainer.accelerator
+    if not is_peft:
+        trainer.save_model(str(final))
+        acc.wait_for_everyone()
+        if last:
+            return trainer.model
+        return _load_stage_model(final, acc.unwrap_model(trainer.model))
+    model = acc.unwrap_model(trainer.model).merge_and_unload()
+    strip_fused_head(model)
+    if acc.is_main_process:
+        model.save_pretrained(str(final))
+    acc.wait_for_everyone()
+    return model
 
 
 def _load_stage_model(path: Path, like):
