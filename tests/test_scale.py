@@ -382,3 +382,18 @@ def test_se_stage_memory_is_s_plus_bounded_blocks():
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
     assert float(res.stdout.split()[-1]) < 1.4  # extra peak, in units of S (measured 1.15)
+
+
+def test_eliminated_ses_from_the_factor_equal_those_from_s_inverse():
+    """Item SEs come from the Cholesky factor (a triangular solve) when S^-1 is not formed yet,
+    and from S^-1 (GEMM) when it is: both equal the exact inverse's diagonal."""
+    Hs, dense, blocks = _leaderboard_hessian(37, 90)
+    H = Hs.toarray()
+    H[:37, 37:] += dense[0][2][:, :-1]
+    H[37:, :37] += dense[0][2][:, :-1].T
+    exact = np.diag(np.linalg.inv(H))
+    first = cg.IterativeSchurSolver(Hs, dense, blocks).diag_inv(route="dense")
+    later = cg.IterativeSchurSolver(Hs, dense, blocks)
+    later._S_inverse()  # S^-1 formed before the diagonal is asked for: the GEMM route
+    np.testing.assert_allclose(first, exact, rtol=1e-10)
+    np.testing.assert_allclose(later.diag_inv(route="dense"), exact, rtol=1e-10)
