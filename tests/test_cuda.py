@@ -123,15 +123,28 @@ def dense_reference(data: FacetData, params: np.ndarray):
     return f, g, H
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("chunk", [2_000_000, 97])
-def test_pass_equals_dense_numpy_reference(case, chunk, monkeypatch):
+def case_pass(case, monkeypatch):
+    """A case's design, parameters to evaluate at and its dense reference (f, g, H)."""
     make, spec, _opts, dense = CASES[case]
     if dense:
         monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)
     data = build_designs(make(), spec)[0].data
     params = np.random.default_rng(5).normal(0, 0.7, data.n_params)
-    f, g, H = dense_reference(data, params)
+    return data, params, dense_reference(data, params)
+
+
+def assert_pass_equals(ev, data, reference):
+    f, g, H = reference
+    assert ev.f == pytest.approx(f, rel=1e-12)
+    np.testing.assert_allclose(ev.g, g, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(ev.full_hessian(data.offsets).toarray(), H, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("chunk", [2_000_000, 97])
+def test_pass_equals_dense_numpy_reference(case, chunk, monkeypatch):
+    data, params, reference = case_pass(case, monkeypatch)
+    dense = CASES[case][3]
     engines = [lik.LikelihoodEngine(data, chunk=chunk)]
     if dense:
         assert lik.GridLikelihoodEngine.suitable(data)
@@ -139,10 +152,7 @@ def test_pass_equals_dense_numpy_reference(case, chunk, monkeypatch):
     for eng in engines:
         assert all(ix.dtype != torch.int64 for ix in getattr(eng, "idx", []))  # no int64 copy
         ev = eng.evaluate(params)
-        assert ev.f == pytest.approx(f, rel=1e-12)
-        np.testing.assert_allclose(ev.g, g, rtol=1e-10, atol=1e-10)
-        np.testing.assert_allclose(ev.full_hessian(data.offsets).toarray(), H, rtol=1e-10,
-                                   atol=1e-10)
+        assert_pass_equals(ev, data, reference)
         if case == "dense_pair" and isinstance(eng, lik.LikelihoodEngine):
             assert ev.dense and [p[2] for p in eng.pairs] == ["block"]
         gonly = eng.evaluate(params, need_hessian=False)

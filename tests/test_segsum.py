@@ -11,10 +11,9 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from test_cuda import CASES, assert_same, dense_reference
+from test_cuda import CASES, assert_pass_equals, assert_same, case_pass
 
 import irtpeer.estimators._likelihood as lik
-from irtpeer._design import build_designs
 from irtpeer.estimators._segsum import SegmentSums
 
 
@@ -58,21 +57,13 @@ def test_a_callable_index_is_evaluated_once():
 @pytest.mark.parametrize("chunk", [2_000_000, 97])
 def test_pass_with_plans_equals_the_dense_reference_and_repeats_bit_for_bit(case, chunk,
                                                                            monkeypatch):
-    make, spec, _opts, dense = CASES[case]
-    if dense:
-        monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)
-    data = build_designs(make(), spec)[0].data
-    params = np.random.default_rng(5).normal(0, 0.7, data.n_params)
-    f, g, H = dense_reference(data, params)
+    data, params, reference = case_pass(case, monkeypatch)
     eng = lik.LikelihoodEngine(data, chunk=chunk)
     eng.sums = SegmentSums(eng.device, plans=True)
     first = eng.evaluate(params)
     assert eng.sums.nbytes() > 0
     again = eng.evaluate(params)
-    assert first.f == pytest.approx(f, rel=1e-12)
-    np.testing.assert_allclose(first.g, g, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(first.full_hessian(data.offsets).toarray(), H, rtol=1e-10,
-                               atol=1e-10)
+    assert_pass_equals(first, data, reference)
     assert again.f == first.f and np.array_equal(again.g, first.g)
     assert np.array_equal(again.H.data, first.H.data)
     for (a, b, x), (_, _, y) in zip(first.dense, again.dense):
