@@ -83,29 +83,3 @@ def test_duplicated_cells_fall_back_to_the_sums_over_codes(monkeypatch):
     engine, sums = tmod._engine_and_sums(dup, "cpu", 2_000_000)
     assert engine is None
     np.testing.assert_array_equal(sums.cnt[0], tmod._element_sums(dup).cnt[0])
-
-
-def test_sub_pattern_is_scipys_fancy_indexing():
-    """The restricted Hessian's and the Schur blocks' patterns are found by one mask: the same
-    entries, order and index types as scipy's M[rows][:, cols] (the reference)."""
-    import scipy.sparse as sp
-
-    from irtpeer.estimators._blocksolve import sub_pattern
-
-    rng = np.random.default_rng(0)
-    for n, density in ((1, 1.0), (40, 0.2), (500, 0.03)):
-        M = sp.random(n, n, density=density, format="csr", random_state=1)
-        M = (M + M.T + sp.eye(n, format="csr")).tocsr()
-        selections = [(np.arange(n), np.arange(n)), (np.arange(0), np.arange(n))]
-        selections += [(np.flatnonzero(rng.random(n) < 0.7), np.flatnonzero(rng.random(n) < 0.6))
-                       for _ in range(4)]
-        for rows, cols in selections:
-            probe = sp.csr_matrix((np.arange(1, M.nnz + 1, dtype=np.float64), M.indices,
-                                   M.indptr), shape=M.shape)
-            want = probe[rows][:, cols].tocsr()
-            take, indices, indptr, shape = sub_pattern(M, rows, cols)
-            np.testing.assert_array_equal(take, want.data.astype(np.int64) - 1)
-            np.testing.assert_array_equal(indices, want.indices)
-            np.testing.assert_array_equal(indptr, want.indptr)
-            assert shape == want.shape
-            assert (indices.dtype, indptr.dtype) == (want.indices.dtype, want.indptr.dtype)

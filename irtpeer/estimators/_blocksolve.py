@@ -51,28 +51,6 @@ def _sub(M: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, _name=None) -> sp
     return M[rows][:, cols].tocsr()
 
 
-def sub_pattern(M: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray):
-    """Where ``M[rows][:, cols]`` takes its entries from, for increasing unique ``rows`` and
-    ``cols``: ``(take, indices, indptr, shape)`` with ``data = M.data[take]``; the matrix scipy's
-    two fancy-indexing passes build (entries in M's order within each row), from one mask over
-    M's entries (15 M design: ~4x faster; found once per sparsity pattern)."""
-    n_rows, n_cols = M.shape
-    in_rows = np.zeros(n_rows, dtype=bool)
-    in_rows[rows] = True
-    colpos = np.full(n_cols, -1, dtype=np.int64)
-    colpos[cols] = np.arange(len(cols))
-    counts = np.diff(M.indptr)
-    keep = np.repeat(in_rows, counts)
-    keep &= colpos[M.indices] >= 0
-    take = np.flatnonzero(keep)
-    row_of = np.repeat(np.arange(n_rows), counts)[take]
-    per_row = np.bincount(row_of, minlength=n_rows)[rows]
-    dt = np.int32 if max(len(take), n_rows, n_cols) < 2**31 else np.int64
-    indptr = np.zeros(len(rows) + 1, dtype=dt)
-    np.cumsum(per_row, out=indptr[1:])
-    return take, colpos[M.indices[take]].astype(dt), indptr, (len(rows), len(cols))
-
-
 class SchurPlan:
     """What the first elimination of :class:`BlockSchurSolver` found for one sparsity pattern:
     the block eliminated and, for each sub-matrix taken, where its entries sit in the full
@@ -95,7 +73,10 @@ class SchurPlan:
 
     def sub(self, M, rows, cols, name) -> sp.csr_matrix:
         if name not in self._subs:
-            self._subs[name] = sub_pattern(M, rows, cols)
+            probe = sp.csr_matrix((np.arange(1, M.nnz + 1, dtype=np.float64), M.indices, M.indptr),
+                                  shape=M.shape)
+            s = probe[rows][:, cols].tocsr()
+            self._subs[name] = (s.data.astype(np.int64) - 1, s.indices, s.indptr, s.shape)
         take, indices, indptr, shape = self._subs[name]
         return sp.csr_matrix((M.data[take], indices, indptr), shape=shape)
 
@@ -157,8 +138,8 @@ class BlockSchurSolver:
                 if sizes[k] < min_eliminate or len(cur) - sizes[k] == 0:
                     break
                 pos = np.flatnonzero(cur_blocks == k)
-                # entries of the block M[pos][:, pos] that are not non-zero diagonal values
-                offdiag = len(sub_pattern(M, pos, pos)[0]) - np.count_nonzero(diag[pos])
+                sub = M[pos][:, pos]
+                offdiag = sub.nnz - np.count_nonzero(sub.diagonal())
                 if offdiag == 0:
                     chosen = (k, pos)
                     break

@@ -55,7 +55,7 @@ from .._errors import ConvergenceError, DesignError, IrtpeerError
 from .._fitrecord import DimensionFit
 from ..ratings import Ratings
 from ..spec import ModelSpec
-from ._blocksolve import BlockSchurSolver, NotPositiveDefinite, SchurPlan, sub_pattern
+from ._blocksolve import BlockSchurSolver, NotPositiveDefinite, SchurPlan
 from ._cg import IterativeSchurSolver
 from ._likelihood import GridLikelihoodEngine, _as_index, _read_only, make_engine
 from ._threads import choose_threads, torch_threads
@@ -702,15 +702,18 @@ def _choose_solver(Hs, dense, blocks) -> str:
 
 def _restrict(H, F: np.ndarray, lay: _Layout):
     """``H[F][:, F]``. The engines give every Hessian the same pattern arrays, so where the
-    full matrix's data sits in the restricted one is found once (:func:`sub_pattern`) and each
-    Newton iteration only gathers."""
+    full matrix's data sits in the restricted one is found once (by restricting a matrix whose
+    data are positions) and each Newton iteration only gathers."""
     import scipy.sparse as sp
 
     c = lay.restrict
     if (c is None or c[0] is not H.indptr or len(c[1]) != len(H.indices)
             or not np.may_share_memory(c[1], H.indices)):
-        take, indices, indptr, shape = sub_pattern(H, F, F)
-        c = lay.restrict = (H.indptr, H.indices, indices, indptr, take, shape)
+        probe = sp.csr_matrix((np.arange(1, H.nnz + 1, dtype=np.float64), H.indices, H.indptr),
+                              shape=H.shape)
+        sub = probe[F][:, F]
+        c = lay.restrict = (H.indptr, H.indices, sub.indices, sub.indptr,
+                            sub.data.astype(np.int64) - 1, sub.shape)
     return sp.csr_matrix((H.data[c[4]], c[2], c[3]), shape=c[5])
 
 
