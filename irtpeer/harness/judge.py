@@ -134,61 +134,12 @@ def judge_answers(
     settings: dict[str, Any] | None = None,
 ) -> StageResult:
     """Score every answer with every judge on its active rubric dimensions."""
-    require_columns(answers, ["model", "question", "prompt", "answer"], "answers table")
-    name = table_name(answers, "answers table")
-    if not judges:
-        raise ConfigError("no judge given; pass at least one --judge MODEL")
-    if replicates < 1:
-        raise ConfigError(f"--replicates must be at least 1, got {replicates}")
-    dup = answers.duplicated(["model", "question"], keep=False)
-    if dup.any():
-        rows = list(np.flatnonzero(dup.to_numpy())[:5])
-        raise ConfigError(
-            f"{name} has several rows for the same (model, question) at rows {rows}; "
-            "keep one answer per model and question"
-        )
-    has_dims = "dimensions" in answers.columns
+    name = _check_answers(answers, judges, replicates)
     records = answers.to_dict("records")
-    units: list[CallUnit] = []
-    meta: list[tuple[int, str, str, int]] = []  # (row, judge, dim, replicate)
-    skipped = 0
-    dims_cache = {
-        d.id: (d, rubric.json_schema(d), _validator(rubric, d), _reasker(rubric, d))
-        for d in rubric.dimensions
-    }
-    for i, row in enumerate(records):
-        ans = row["answer"]
-        if ans is None or (isinstance(ans, float) and np.isnan(ans)):
-            skipped += 1
-            continue
-        dims = (
-            parse_dimensions(row["dimensions"], rubric, f"{name}, row {i}")
-            if has_dims
-            else rubric.dimension_ids
-        )
-        for did in dims:
-            dim, schema, validate, reasker = dims_cache[did]
-            msgs = rubric.messages(dim, row)
-            for jlabel in judges:
-                for r in range(replicates):
-                    ctx = {
-                        "stage": "judge",
-                        "model": str(row["model"]),
-                        "question": str(row["question"]),
-                        "judge": jlabel,
-                        "rubric_hash": rubric.hash,
-                        "replicate": r,
-                    }
-                    units.append(
-                        CallUnit(
-                            jlabel,
-                            ChatRequest.make(msgs, sampling, schema, f"rubric_{did}"),
-                            ctx,
-                            validate=validate,
-                            reask=reasker if reask else None,
-                        )
-                    )
-                    meta.append((i, jlabel, did, r))
+    has_dims = "dimensions" in answers.columns
+    units, meta, skipped = _plan_calls(
+        records, has_dims, name, judges, rubric, sampling, replicates, reask
+    )
 
     store_path = Path(store_path)
     if manifest_path is None and out is not None:
@@ -216,6 +167,98 @@ def judge_answers(
     )
 
     table = _ratings_table(units, meta, records, rubric, replicates)
+    manifest = _write_results(table, units, stats, run_settings, judges, rubric, out, manifest_path)
+    return StageResult(table, manifest)
+
+
+def _check_answers(answers: pd.DataFrame, judges: dict[str, Backend], replicates: int) -> str:
+    """Reject an answers table or settings the judge stage cannot run on; return the table's name."""
+    require_columns(answers, ["model", "question", "prompt", "answer"], "answers table")
+    name = table_name(answers, "answers table")
+    if not judges:
+        raise ConfigError("no judge given; pass at least one --judge MODEL")
+    if replicates < 1:
+        raise ConfigError(f"--replicates must be at least 1, got {replicates}")
+    dup = answers.duplicated(["model", "question"], keep=False)
+    if dup.any():
+        rows = list(np.flatnonzero(dup.to_numpy())[:5])
+        raise ConfigError(
+            f"{name} has several rows for the same (model, question) at rows {rows}; "
+            "keep one answer per model and question"
+        )
+    return name
+
+
+def _plan_calls(
+    records: list[dict],
+    has_dims: bool,
+    name: str,
+    judges: dict[str, Backend],
+    rubric: Rubric,
+    sampling: Sampling,
+    replicates: int,
+    reask: bool,
+) -> tuple[list[CallUnit], list[tuple[int, str, str, int]], int]:
+    """The judge calls of every answer with text, each call's (row, judge, dim, replicate), and
+    the number of answers without text."""
+    units: list[CallUnit] = []
+    meta: list[tuple[int, str, str, int]] = []  # (row, judge, dim, replicate)
+    skipped = 0
+    dims_cache = {
+        d.id: (d, rubric.json_schema(d), _validator(rubric, d), _reasker(rubric, d))
+        for d in rubric.dimensions
+    }
+    for i, row in enumerate(records):
+        ans = row["answer"]
+        if ans is None or (isinstance(ans, float) and np.isnan(ans)):
+            skipped += 1
+            continue
+        dims = (
+            parse_dimensions(row["dimensions"], rubric, f"{name}, row {i}")
+            if has_dims
+            else rubric.dimension_ids
+        )
+        for did in dims:
+            dim, schema, validate, reasker = dims_cache[did]
+            msgs = rubric.messages(dim, row)
+            for jlabel in judges:
+                for r in range(replicates):
+                    units.append(
+                        CallUnit(
+                            jlabel,
+                            ChatRequest.make(msgs, sampling, schema, f"rubric_{did}"),
+                            _call_context(row, jlabel, rubric, r),
+                            validate=validate,
+                            reask=reasker if reask else None,
+                        )
+                    )
+                    meta.append((i, jlabel, did, r))
+    return units, meta, skipped
+
+
+def _call_context(row: dict, jlabel: str, rubric: Rubric, replicate: int) -> dict[str, Any]:
+    """The identity of one judge call besides its request (part of its store key)."""
+    return {
+        "stage": "judge",
+        "model": str(row["model"]),
+        "question": str(row["question"]),
+        "judge": jlabel,
+        "rubric_hash": rubric.hash,
+        "replicate": replicate,
+    }
+
+
+def _write_results(
+    table: pd.DataFrame,
+    units: list[CallUnit],
+    stats: RunStats,
+    run_settings: dict[str, Any],
+    judges: dict[str, Backend],
+    rubric: Rubric,
+    out: str | Path | None,
+    manifest_path: str | Path | None,
+) -> dict[str, Any]:
+    """Count the judgments, write the ratings table and the manifest; return the manifest."""
     nfail = sum(u.status == "failed" for u in units)
     stats.add("judgments_failed", nfail)
     stats.add("judgments_ok", sum(u.status in ("ok", "ok_after_reask") for u in units))
@@ -236,10 +279,11 @@ def judge_answers(
     )
     if manifest_path is not None:
         atomic_write_json(manifest, manifest_path)
-    return StageResult(table, manifest)
+    return manifest
 
 
 def _ratings_table(units, meta, records, rubric: Rubric, replicates: int) -> pd.DataFrame:
+    """The ratings table: one row per rubric item of every judge call, in call order."""
     cols: dict[str, list] = {c: [] for c in RATING_COLUMNS}
     reps: list[int] = []
     for u, (i, jlabel, did, r) in zip(units, meta):
