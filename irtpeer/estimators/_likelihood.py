@@ -168,14 +168,14 @@ class CSRPattern:
     @classmethod
     def from_csr(cls, indices, indptr, src, sign, n: int) -> CSRPattern:
         """A pattern whose CSR arrays are already laid out (sorted, no duplicates) in the order
-        of ``src`` and ``sign``."""
+        of ``src`` and ``sign`` (None: all +1)."""
         self = cls.__new__(cls)
         dt = np.int32 if max(n, len(indices)) < 2**31 else np.int64
         self.n = n
         self.indices, self.indptr = np.asarray(indices, dtype=dt), np.asarray(indptr, dtype=dt)
         self.src = np.asarray(src, dtype=np.int64)
-        sign = np.asarray(sign, dtype=np.float64)
-        self.sign = None if np.all(sign == 1.0) else sign
+        sign = None if sign is None else np.asarray(sign, dtype=np.float64)
+        self.sign = None if sign is None or np.all(sign == 1.0) else sign
         return self
 
     @property
@@ -737,17 +737,19 @@ class GridLikelihoodEngine:
         return ev
 
     def _pair_blocks(self, vsum, p01) -> list[torch.Tensor]:
-        """The Hessian block of every facet pair (unsigned sums of the cell variances), in the
-        order of ``self.pairs``."""
+        """The Hessian block of every facet pair (sums of the cell variances), in the order of
+        ``self.pairs``; negated here for the persons' pairs (d eta / d theta = +1), so that the
+        host only gathers them."""
         S0, S1, nt = self.sizes[0], self.sizes[1], len(self.tail)
         out = []
         for a, b in self.pairs:
             if (a, b) == (0, 1):
-                out.append(p01)
+                out.append(p01.neg_())
             elif a < 2:  # (persons or F1) x a small facet: from the (lead, R) sums
                 lead = vsum[a].reshape([S0 if a == 0 else S1, *self.tail])
                 others = tuple(1 + t for t in range(nt) if t != b - 2)
-                out.append(lead.sum(others) if others else lead)
+                block = lead.sum(others) if others else lead
+                out.append(-block if a == 0 else block)  # (a view of vsum: not in place)
             else:  # two small facets
                 tail = vsum[0].sum(0).reshape(self.tail)
                 others = tuple(t for t in range(nt) if t not in (a - 2, b - 2))
@@ -767,30 +769,27 @@ class GridLikelihoodEngine:
         for a, b in self.pairs:
             at[a, b] = pos
             pos += sizes[a] * sizes[b]
-        indices, src, sign, lengths = [], [], [], []
+        indices, src, lengths = [], [], []
         for a in range(A):
             i = np.arange(sizes[a])[:, None]
-            cols, srcs, sgns = [], [], []
+            cols, srcs = [], []
             for b in range(A):
                 if b == a:
                     cols.append(off[a] + i)
                     srcs.append(1 + self.n + off[a] + i)
-                    sgns.append(np.ones((1, 1)))
                     continue
                 j = np.arange(sizes[b])[None, :]
                 cols.append(off[b] + j)
                 lo, hi = min(a, b), max(a, b)
                 srcs.append(at[lo, hi] + (i * sizes[b] + j if a < b else j * sizes[a] + i))
-                sgns.append(np.full((1, sizes[b]), -1.0 if lo == 0 else 1.0))
             width = sum(c.shape[1] for c in cols)
             indices.append(np.hstack([np.broadcast_to(c, (sizes[a], c.shape[1])) for c in cols]))
             src.append(np.hstack(srcs))
-            sign.append(np.broadcast_to(np.hstack(sgns), (sizes[a], width)))
             lengths.append(np.full(sizes[a], width))
         indptr = np.concatenate([[0], np.cumsum(np.concatenate(lengths))])
+        # no signs: the persons' blocks come negated (_pair_blocks)
         return CSRPattern.from_csr(np.concatenate([x.ravel() for x in indices]), indptr,
-                                   np.concatenate([x.ravel() for x in src]),
-                                   np.concatenate([x.ravel() for x in sign]), self.n)
+                                   np.concatenate([x.ravel() for x in src]), None, self.n)
 
 
 def _add_rows(acc, v, s0, e0, s1, e1, R):
