@@ -44,37 +44,9 @@ def answer_questions(
     progress: bool | None = None,
     settings: dict[str, Any] | None = None,
 ) -> StageResult:
-    require_columns(questions, ["question", "prompt"], "questions table")
-    name = table_name(questions, "questions table")
-    if not models:
-        raise ConfigError("no model given; pass at least one --model MODEL")
-    dup = questions.duplicated(["question"], keep=False)
-    if dup.any():
-        raise ConfigError(
-            f"{name} repeats question ids at rows {list(np.flatnonzero(dup.to_numpy())[:5])}; "
-            "ids in the `question` column must be unique"
-        )
+    name = _check_questions(questions, models)
     records = questions.to_dict("records")
-    units, meta = [], []
-    for i, row in enumerate(records):
-        if _isnull(row["prompt"]):
-            raise ConfigError(
-                f"{name}, row {i} (question {row['question']!r}) has an empty `prompt`"
-            )
-        msgs = []
-        sysmsg = (
-            row.get("system")
-            if "system" in row and not _isnull(row.get("system"))
-            else system_prompt
-        )
-        if sysmsg:
-            msgs.append({"role": "system", "content": str(sysmsg)})
-        msgs.append({"role": "user", "content": str(row["prompt"])})
-        req = ChatRequest.make(msgs, sampling)
-        for label in models:
-            ctx = {"stage": "answer", "model": label, "question": str(row["question"])}
-            units.append(CallUnit(label, req, ctx))
-            meta.append((i, label))
+    units, meta = _plan_calls(records, name, models, sampling, system_prompt)
 
     if manifest_path is None and out is not None:
         manifest_path = default_paths(out)[1]
@@ -98,6 +70,62 @@ def answer_questions(
     )
 
     passthrough = [c for c in questions.columns if c not in ("question", "prompt", "system")]
+    table = _answers_table(units, meta, records, passthrough)
+    manifest = _write_results(table, stats, run_settings, models, out, manifest_path)
+    return StageResult(table, manifest)
+
+
+def _check_questions(questions: pd.DataFrame, models: dict[str, Backend]) -> str:
+    """Reject a questions table or settings the answer stage cannot run on; return its name."""
+    require_columns(questions, ["question", "prompt"], "questions table")
+    name = table_name(questions, "questions table")
+    if not models:
+        raise ConfigError("no model given; pass at least one --model MODEL")
+    dup = questions.duplicated(["question"], keep=False)
+    if dup.any():
+        raise ConfigError(
+            f"{name} repeats question ids at rows {list(np.flatnonzero(dup.to_numpy())[:5])}; "
+            "ids in the `question` column must be unique"
+        )
+    return name
+
+
+def _plan_calls(
+    records: list[dict],
+    name: str,
+    models: dict[str, Backend],
+    sampling: Sampling,
+    system_prompt: str | None,
+) -> tuple[list[CallUnit], list[tuple[int, str]]]:
+    """One answer call per (question, model), and each call's (row, model label)."""
+    units, meta = [], []
+    for i, row in enumerate(records):
+        if _isnull(row["prompt"]):
+            raise ConfigError(
+                f"{name}, row {i} (question {row['question']!r}) has an empty `prompt`"
+            )
+        req = ChatRequest.make(_messages(row, system_prompt), sampling)
+        for label in models:
+            ctx = {"stage": "answer", "model": label, "question": str(row["question"])}
+            units.append(CallUnit(label, req, ctx))
+            meta.append((i, label))
+    return units, meta
+
+
+def _messages(row: dict, system_prompt: str | None) -> list[dict[str, str]]:
+    """The chat messages of one question: its own system message or the default, then its prompt."""
+    msgs = []
+    sysmsg = (
+        row.get("system") if "system" in row and not _isnull(row.get("system")) else system_prompt
+    )
+    if sysmsg:
+        msgs.append({"role": "system", "content": str(sysmsg)})
+    msgs.append({"role": "user", "content": str(row["prompt"])})
+    return msgs
+
+
+def _answers_table(units, meta, records, passthrough: list[str]) -> pd.DataFrame:
+    """The answers table: a row per answer call (in call order) with the passed-through columns."""
     rows = []
     for u, (i, label) in zip(units, meta):
         q = records[i]
@@ -120,6 +148,18 @@ def answer_questions(
     table = pd.DataFrame(rows)
     for c in ("prompt_tokens", "completion_tokens"):
         table[c] = pd.array(table[c], dtype="Int64")
+    return table
+
+
+def _write_results(
+    table: pd.DataFrame,
+    stats: RunStats,
+    run_settings: dict[str, Any],
+    models: dict[str, Backend],
+    out: str | Path | None,
+    manifest_path: str | Path | None,
+) -> dict[str, Any]:
+    """Count the failed answers, write the answers table and the manifest; return the manifest."""
     nfail = int((table["status"] == "failed").sum()) if len(table) else 0
     stats.add("answers_failed", nfail)
     outputs = {}
@@ -137,4 +177,4 @@ def answer_questions(
     )
     if manifest_path is not None:
         atomic_write_json(manifest, manifest_path)
-    return StageResult(table, manifest)
+    return manifest
