@@ -81,10 +81,13 @@ def _check_questions(questions: pd.DataFrame, models: dict[str, Backend]) -> str
     name = table_name(questions, "questions table")
     if not models:
         raise ConfigError("no model given; pass at least one --model MODEL")
+    if questions.empty:
+        raise ConfigError(f"{name} has no rows: give at least one question (columns question, "
+                          "prompt)")
     dup = questions.duplicated(["question"], keep=False)
     if dup.any():
         raise ConfigError(
-            f"{name} repeats question ids at rows {list(np.flatnonzero(dup.to_numpy())[:5])}; "
+            f"{name} repeats question ids at rows {np.flatnonzero(dup.to_numpy())[:5].tolist()}; "
             "ids in the `question` column must be unique"
         )
     return name

@@ -179,9 +179,12 @@ def _check_answers(answers: pd.DataFrame, judges: dict[str, Backend], replicates
         raise ConfigError("no judge given; pass at least one --judge MODEL")
     if replicates < 1:
         raise ConfigError(f"--replicates must be at least 1, got {replicates}")
+    if answers.empty:
+        raise ConfigError(f"{name} has no rows: run `irtpeer answer` first, or give a table with "
+                          "columns model, question, prompt, answer")
     dup = answers.duplicated(["model", "question"], keep=False)
     if dup.any():
-        rows = list(np.flatnonzero(dup.to_numpy())[:5])
+        rows = np.flatnonzero(dup.to_numpy())[:5].tolist()
         raise ConfigError(
             f"{name} has several rows for the same (model, question) at rows {rows}; "
             "keep one answer per model and question"

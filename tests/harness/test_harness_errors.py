@@ -230,3 +230,32 @@ def test_in_memory_tables_have_no_empty_file_name(tmp_path):
     with pytest.raises(ConfigError) as ei:
         answer_questions(pd.DataFrame({"question": ["a"]}), {"m": None}, store_path=tmp_path / "s")
     assert "''" not in str(ei.value) and "prompt" in str(ei.value)
+
+
+def test_empty_or_repeated_tables_are_one_line_errors_with_plain_row_numbers(
+    tmp_path, server, api_key, capsys
+):
+    """An empty questions or answers table stops before any call (it was a KeyError), and
+    repeated ids are named by plain row numbers (they printed as np.int64(0))."""
+    url = server.url
+    empty = tmp_path / "empty.csv"
+    pd.DataFrame({"question": [], "prompt": []}).to_csv(empty, index=False)
+    base = ["--base-url", url, "--api-key-env", api_key, "--no-progress"]
+    code = run_cli(["answer", empty, "--model", "m1", "--out", tmp_path / "a.parquet", *base])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 2 and "empty.csv" in line and "no rows" in line
+    assert not (tmp_path / "a.parquet").exists()
+
+    twice = tmp_path / "twice.csv"
+    pd.DataFrame({"question": ["q0", "q0", "q1"], "prompt": ["a", "b", "c"]}).to_csv(twice,
+                                                                                   index=False)
+    code = run_cli(["answer", twice, "--model", "m1", "--out", tmp_path / "b.parquet", *base])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 2 and "at rows [0, 1]" in line
+
+    answers = tmp_path / "answers.csv"
+    pd.DataFrame({"model": [], "question": [], "prompt": [], "answer": []}).to_csv(answers,
+                                                                                  index=False)
+    code = run_cli(["judge", answers, "--judge", "j1", "--out", tmp_path / "r.parquet", *base])
+    line = _one_line_error(capsys.readouterr().err)
+    assert code == 2 and "answers.csv" in line and "no rows" in line
