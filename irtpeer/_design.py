@@ -85,7 +85,8 @@ def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     else:
         cat = pd.Categorical(values)
         codes, cats = cat.codes, cat.categories
-    used = np.bincount(codes, minlength=len(cats)) > 0 if len(codes) else np.zeros(0, bool)
+    used = np.zeros(len(cats), dtype=bool)
+    used[codes] = True  # bincount would first copy the codes to int64
     if not used.all():
         codes = (np.cumsum(used) - 1).astype(codes.dtype)[codes]
         cats = cats[used]
@@ -144,12 +145,21 @@ def _distinct_scores(raw: np.ndarray) -> np.ndarray:
     return np.unique(raw)
 
 
+def _counts(codes: np.ndarray, n: int, step: int = 1 << 22) -> np.ndarray:
+    """``np.bincount(codes, minlength=n)`` a slice at a time (bincount copies narrow codes to
+    int64 first: 8 bytes per observation at once)."""
+    out = np.zeros(n, dtype=np.int64)
+    for s in range(0, len(codes), step):
+        out += np.bincount(codes[s : s + step], minlength=n)
+    return out
+
+
 def _reached_in_two_steps(idx: list[np.ndarray], sizes: list[int], hub: int) -> bool:
     """A quick sufficient test of connectivity, in a few passes over the observations: from the
     busiest element of the hub facet, its neighbours, the hub elements that share one of them,
     and all their neighbours. Densely crossed designs (leaderboards) are settled here; anything
     else goes to the exact component search."""
-    start = np.bincount(idx[hub], minlength=sizes[hub]).argmax()
+    start = _counts(idx[hub], sizes[hub]).argmax()
     first = idx[hub] == start
     marks = [np.zeros(s, dtype=bool) for s in sizes]
     for a in range(len(sizes)):

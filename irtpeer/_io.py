@@ -86,6 +86,9 @@ def read_table(
 def _read_parquet(path: Path, categorical=()) -> pd.DataFrame:
     """A parquet file as a DataFrame, text columns in ``categorical`` as categoricals.
 
+    A file of several row groups whose columns are all labels (dictionary-encoded text) or plain
+    numbers without nulls (a leaderboard's responses) is read a row group at a time into the
+    final arrays (:func:`_read_row_groups`): the peak is the table plus one row group. Otherwise
     Arrow's buffers are released column by column as pandas takes them over
     (``self_destruct``), so the peak is about one copy of the table, not two, and the freed
     memory goes back to the system. Columns a pandas writer stored as categoricals stay so.
@@ -96,6 +99,10 @@ def _read_parquet(path: Path, categorical=()) -> pd.DataFrame:
     schema = pq.read_schema(path)
     text = [f.name for f in schema if f.name in set(categorical)
             and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
+    if categorical:  # the ratings loader: labels and scores
+        df = _read_row_groups(pq.ParquetFile(path, read_dictionary=text or None))
+        if df is not None:
+            return df
     table = pq.read_table(path, read_dictionary=text or None)
     try:
         df = table.to_pandas(self_destruct=True, split_blocks=True, types_mapper=_types_mapper())
@@ -103,6 +110,108 @@ def _read_parquet(path: Path, categorical=()) -> pd.DataFrame:
         del table
         pa.default_memory_pool().release_unused()
     return df
+
+
+def _row_group_columns(pf) -> dict | None:
+    """Per column, ``True`` for labels (dictionary of text) or its numpy dtype (numbers, bools),
+    when every column is one of those and pandas metadata asks for no index; else ``None``."""
+    import pyarrow as pa
+
+    schema = pf.schema_arrow
+    meta = schema.pandas_metadata or {}
+    if pf.metadata.num_row_groups < 2 or any(
+        isinstance(c, str) for c in meta.get("index_columns", [])
+    ):
+        return None
+    kinds = {}
+    for f in schema:
+        t = f.type
+        if pa.types.is_dictionary(t) and (pa.types.is_string(t.value_type)
+                                          or pa.types.is_large_string(t.value_type)):
+            kinds[f.name] = True
+        elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t):
+            kinds[f.name] = np.dtype(t.to_pandas_dtype())
+        else:
+            return None
+    return kinds
+
+
+def _read_row_groups(pf) -> pd.DataFrame | None:
+    """The file read a row group at a time into arrays of the final size: labels as
+    categorical codes (dictionaries unified in order of first appearance, the smallest code
+    type), numbers in their own type. ``None`` (read the whole table instead) when a column
+    does not suit (:func:`_row_group_columns`) or holds a null."""
+    import pyarrow as pa
+
+    kinds = _row_group_columns(pf)
+    if kinds is None:
+        return None
+    n = pf.metadata.num_rows
+    out = {name: None if k is True else np.empty(n, dtype=k) for name, k in kinds.items()}
+    labels = {name: _Labels() for name, k in kinds.items() if k is True}
+    s = 0
+    for g in range(pf.metadata.num_row_groups):
+        table = pf.read_row_group(g)
+        for name in kinds:
+            col = table.column(name)
+            if col.null_count or name in labels and any(c.dictionary.null_count for c in col.chunks):
+                return None
+            at = s
+            for chunk in col.chunks:
+                if name in labels:
+                    out[name] = labels[name].add(out[name], chunk, at, at + len(chunk), n)
+                else:
+                    out[name][at : at + len(chunk)] = chunk.to_numpy(zero_copy_only=False)
+                at += len(chunk)
+        s += table.num_rows
+        del table
+    pa.default_memory_pool().release_unused()
+    df = pd.DataFrame(index=pd.RangeIndex(n))
+    for name in kinds:
+        arr = out.pop(name)
+        if name in labels:
+            arr = labels[name].categorical(arr)
+        df[name] = pd.Series(arr, index=df.index, copy=False)  # df[c] = array would copy
+    return df
+
+
+class _Labels:
+    """The categories of a label column read in row groups, and the codes of each chunk."""
+
+    def __init__(self):
+        self.index = pd.Index([], dtype=object)
+        self.last = None  # the previous chunk's dictionary and its codes' mapping
+        self.map, self.identity = None, False
+
+    def add(self, codes, chunk, s: int, e: int, n: int) -> np.ndarray:
+        """Write ``chunk``'s codes into ``codes[s:e]`` (allocated, or widened when the
+        categories outgrow its type) and return ``codes``."""
+        d = chunk.dictionary
+        if self.last is None or not d.equals(self.last):
+            values = pd.Index(d.to_pylist(), dtype=object)
+            new = values[~values.isin(self.index)].unique()
+            self.index = self.index.append(new) if len(new) else self.index
+            self.map = self.index.get_indexer(values).astype(np.int64)
+            self.identity = np.array_equal(self.map, np.arange(len(self.map)))
+            self.last = d
+        kind = _code_type(len(self.index))
+        if codes is None or codes.dtype.itemsize < np.dtype(kind).itemsize:
+            codes = np.empty(n, dtype=kind) if codes is None else codes.astype(kind)
+        ix = chunk.indices.to_numpy(zero_copy_only=False)
+        codes[s:e] = ix if self.identity else self.map[ix]
+        return codes
+
+    def categorical(self, codes: np.ndarray) -> pd.Categorical:
+        cats = pd.Index(self.index, dtype=pd.Series(["a"]).dtype)  # str as pandas reads it
+        return pd.Categorical.from_codes(codes, categories=cats, validate=False)
+
+
+def _code_type(n_categories: int):
+    """The code type pandas gives a categorical of that many categories."""
+    for t in (np.int8, np.int16, np.int32):
+        if n_categories < np.iinfo(t).max:
+            return t
+    return np.int64
 
 
 def _types_mapper():

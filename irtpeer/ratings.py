@@ -90,7 +90,8 @@ class Ratings:
             return ["all"]
         col = self.data[self.dimension]
         if isinstance(col.dtype, pd.CategoricalDtype):  # used categories, without a string per row
-            used = np.bincount(category_codes(col), minlength=len(col.cat.categories)) > 0
+            used = np.zeros(len(col.cat.categories), dtype=bool)
+            used[category_codes(col)] = True  # bincount would copy the codes to int64
             return sorted({str(c) for c in col.cat.categories[used]})
         return sorted(col.astype(str).unique())
 

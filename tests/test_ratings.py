@@ -224,6 +224,44 @@ def test_one_score_column_and_design_codes_are_the_tables_own(tmp_path):
     assert out[1].dtype == np.int16
 
 
+def test_parquet_read_a_row_group_at_a_time_equals_arrows_own_read(tmp_path):
+    """Issue 11 (ingest): a parquet file of several row groups is read into the final code
+    arrays a row group at a time; the row groups' dictionaries differ and together outgrow
+    int8 codes. Same table as pyarrow's whole-file read; a null score falls back to it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from irtpeer._io import _read_row_groups, read_table
+
+    rng = np.random.default_rng(1)
+    path, writer = tmp_path / "groups.parquet", None
+    for g in range(3):
+        ix = rng.integers(0, 101, 500).astype(np.int32)
+        labels = pa.array([f"m{g}_{i}" for i in range(100)] + ["shared"])
+        t = pa.table({"model": pa.DictionaryArray.from_arrays(pa.array(ix), labels),
+                      "question": pa.array([f"q{i % 7}" for i in range(500)]),
+                      "score": pa.array(rng.integers(0, 2, 500).astype(np.int8))})
+        writer = writer or pq.ParquetWriter(path, t.schema)
+        writer.write_table(t)
+    writer.close()
+    got = read_table(path, categorical=["model", "question"])
+    want = pq.read_table(path, read_dictionary=["question"]).to_pandas()
+    assert _read_row_groups(pq.ParquetFile(path, read_dictionary=["question"])) is not None
+    assert got["model"].cat.codes.dtype == np.int16 and got["question"].cat.codes.dtype == np.int8
+    for c in ("model", "question"):
+        assert list(got[c].cat.categories) == list(want[c].cat.categories)  # first appearance
+        assert (got[c].array.codes == want[c].array.codes).all()
+    assert got["score"].dtype == np.int8 and (got["score"] == want["score"]).all()
+    r = irtpeer.load_ratings(path, facets=["question"], duplicates="keep")
+    assert len(r) == 1500 and r.data["model"].astype(str).tolist() == want["model"].astype(str).tolist()
+    frame = want.astype({"score": "float64"})
+    frame.loc[7, "score"] = np.nan  # a null score: the whole-file read, then dropped as missing
+    frame.to_parquet(tmp_path / "null.parquet", row_group_size=400)
+    assert _read_row_groups(pq.ParquetFile(tmp_path / "null.parquet")) is None
+    r = irtpeer.load_ratings(tmp_path / "null.parquet", facets=["question"], duplicates="keep")
+    assert len(r) == 1499 and r.summary["null_scores"] == 1
+
+
 @pytest.mark.parametrize("cells", [True, False])
 def test_raw_and_z_columns_match_a_groupby(cells, monkeypatch):
     """raw_* = weighted mean score per model; z_* = weighted mean of the scores standardised
