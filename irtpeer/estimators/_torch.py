@@ -225,6 +225,7 @@ class TorchMFRM:
         if lay.n_extreme:
             notes.append(_extreme_note(design, lay.extreme, self.extreme_adjustment))
         if engine is None or lay.core is not data:  # elements set aside: an engine of the rest
+            engine = None  # (the grid of all the data freed first)
             engine = make_engine(lay.core, device=self.device_, chunk=self.chunk_size,
                                  totals=lay.core_sums.tot)
         x, ev, solver, conv = self._newton(design, engine, lay, lam)
