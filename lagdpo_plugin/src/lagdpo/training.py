@@ -401,64 +401,70 @@ def train(
     out = Path(output_dir)
     result = TrainResult(output_dir=out, method=method)
 
+    run = {"tokenizer": tokenizer, "data": loaded, "settings": settings, "cfg": cfg,
+           "peft_config": peft_config, "callbacks": callbacks, "resume": resume_from_checkpoint}
     if method in SFT_METHODS:
-        from .sft import PersonaSFTTrainer, sft_config_from_settings
-
-        # The plug-in's own defaults (logging every step) hold for the SFT baselines too.
-        sft_settings = {k: v for k, v in settings.items() if k != "method"}
-        sft_settings.setdefault("logging_steps", cfg.logging_steps)
-        trainer = PersonaSFTTrainer(
-            model=model,
-            args=sft_config_from_settings(sft_settings),
-            method=method,
-            processing_class=tokenizer,
-            persona_dataset=loaded.train,
-            anchor_dataset=loaded.anchor,
-            peft_config=peft_config,
-            callbacks=callbacks,
-        )
-        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-        result.trainers.append(trainer)
-        final_model = trainer.model
+        trainers, final_model = _train_sft(method, model, **run)
     elif method == "sacpo":
         from .sacpo import train_sacpo
 
         final_model, trainers = train_sacpo(
-            model,
-            tokenizer,
-            loaded.train,
-            settings,
-            peft_config=peft_config,
-            callbacks=callbacks,
-            resume_from_checkpoint=resume_from_checkpoint,
+            model, tokenizer, loaded.train, settings, peft_config=peft_config,
+            callbacks=callbacks, resume_from_checkpoint=resume_from_checkpoint,
         )
-        result.trainers.extend(trainers)
-        trainer = trainers[-1]
     else:
-        from .trainer import TRAINERS
-
         if ref_model is None:
             ref_model = build_reference(model, model_arg, method=method, cfg=cfg, engine=engine)
-        trainer = TRAINERS[method](
-            model=model,
-            ref_model=ref_model,
-            args=cfg,
-            train_dataset=loaded.train,
-            eval_dataset=loaded.eval,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=callbacks,
-        )
-        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-        result.trainers.append(trainer)
-        result.history = list(trainer.history)
-        final_model = trainer.model
+        trainers, final_model = _train_preference(method, model, ref_model, **run)
+        result.history = list(trainers[-1].history)
+    result.trainers.extend(trainers)
+    trainer = trainers[-1]
 
     _save(trainer, final_model, tokenizer, out, settings, peft_config is not None)
     if method in MULTIPLIER_METHODS and trainer.accelerator.is_main_process:
         trainer.save_lambda_history(out / LAMBDA_HISTORY_FILE)
     trainer.accelerator.wait_for_everyone()
     return result
+
+
+def _train_sft(method, model, *, tokenizer, data, settings, cfg, peft_config, callbacks, resume):
+    """The SFT baselines: one PersonaSFTTrainer run; returns ([trainer], its model)."""
+    from .sft import PersonaSFTTrainer, sft_config_from_settings
+
+    # The plug-in's own defaults (logging every step) hold for the SFT baselines too.
+    sft_settings = {k: v for k, v in settings.items() if k != "method"}
+    sft_settings.setdefault("logging_steps", cfg.logging_steps)
+    trainer = PersonaSFTTrainer(
+        model=model,
+        args=sft_config_from_settings(sft_settings),
+        method=method,
+        processing_class=tokenizer,
+        persona_dataset=data.train,
+        anchor_dataset=data.anchor,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return [trainer], trainer.model
+
+
+def _train_preference(method, model, ref_model, *, tokenizer, data, settings, cfg,
+                      peft_config, callbacks, resume):
+    """The DPO-family methods: one run of the method's trainer; returns ([trainer], its model)."""
+    from .trainer import TRAINERS
+
+    trainer = TRAINERS[method](
+        model=model,
+        ref_model=ref_model,
+        args=cfg,
+        train_dataset=data.train,
+        eval_dataset=data.eval,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+    return [trainer], trainer.model
 
 
 def _save(trainer, model, tokenizer, out: Path, settings: dict, is_peft: bool) -> None:
