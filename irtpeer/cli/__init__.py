@@ -41,7 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _as_program() -> None:
+    """Garbage-collector settings for a process that ends with this command (not for callers in
+    Python): collections rarer while torch, pandas and scipy build their ~250,000 long-lived
+    objects (15 M-rating `irtpeer score`: 0.39 -> 0.14 s of collections), and those objects
+    frozen at exit instead of traversed again while the interpreter tears down (~0.4 s)."""
+    import atexit
+    import gc
+
+    gc.set_threshold(100_000, 50, 100)
+    atexit.register(gc.freeze)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the irtpeer program itself (console script, python -m irtpeer)
+        _as_program()
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
