@@ -83,3 +83,39 @@ def test_duplicated_cells_fall_back_to_the_sums_over_codes(monkeypatch):
     engine, sums = tmod._engine_and_sums(dup, "cpu", 2_000_000)
     assert engine is None
     np.testing.assert_array_equal(sums.cnt[0], tmod._element_sums(dup).cnt[0])
+
+
+def test_narrow_codes_give_the_same_fit_with_extremes_and_partial_credit(monkeypatch):
+    """Design codes may come in the narrowest type that holds each facet's codes (views of the
+    table's categorical codes); the estimator's own position arithmetic (offset + code when an
+    extreme element is placed, code x categories for the partial-credit counts) must not wrap.
+    Reference: the same fit from int64 codes."""
+    import dataclasses
+
+    sim = irtpeer.simulate(models=6, questions=150, judges=3, dimensions="A",
+                           items_per_dimension=2, categories=4, seed=11)
+    df = sim.ratings.copy()
+    df.loc[df["question"] == df["question"].iloc[0], "score"] = df["score"].max()  # extreme
+    spec = ModelSpec(scale="pcm:judge")
+    real = tmod.build_designs
+
+    def recoded(kind):
+        def build(ratings, spec):
+            out = []
+            for d in real(ratings, spec):
+                idx = [ix.astype(np.int64) if kind == "wide" else
+                       ix.astype(np.int8 if ix.max() < 127 else np.int16) for ix in d.data.idx]
+                out.append(dataclasses.replace(d, data=dataclasses.replace(d.data, idx=idx)))
+            return out
+        return build
+
+    fits = {}
+    for kind in ("wide", "narrow"):
+        monkeypatch.setattr(tmod, "build_designs", recoded(kind))
+        fits[kind] = TorchMFRM(spec).fit(irtpeer.load_ratings(df)).calibration_
+    a, b = fits["wide"].measures, fits["narrow"].measures
+    assert (a["status"] == "extreme_max").sum() == 1
+    assert list(a["status"]) == list(b["status"])
+    np.testing.assert_allclose(b["measure"], a["measure"], atol=1e-10, rtol=0)
+    np.testing.assert_allclose(b["se"], a["se"], rtol=1e-10)
+    np.testing.assert_array_equal(b["count"], a["count"])

@@ -1009,7 +1009,8 @@ def _place_extremes(data, extreme, orphan, params, off, adj, device):
                 for b in range(A):
                     if b == a:
                         continue
-                    vals = params[off[b] + data.idx[b][obs]]
+                    # parameter positions in int64 (codes may come in a narrow type)
+                    vals = params[off[b] + data.idx[b][obs].astype(np.int64)]
                     base += vals if b == 0 else -vals
                 sign = 1.0 if a == 0 else -1.0
                 ww = w[obs]
@@ -1082,9 +1083,9 @@ def _measures_table(design: DimensionDesign, params, se, se_model, status,
             r = data.pcm
             labs = labels[r]
             elements = [f"{labs[e]}:{c}" for e in range(data.sizes[r]) for c in cats[1:]]
-            cnt = np.bincount(
-                data.idx[r] * (K + 1) + data.x, weights=w, minlength=data.sizes[r] * (K + 1)
-            ).reshape(data.sizes[r], K + 1)[:, 1:].ravel()
+            cells = data.idx[r].astype(np.int64) * (K + 1) + data.x  # (no narrow-type wrap)
+            cnt = np.bincount(cells, weights=w, minlength=data.sizes[r] * (K + 1))
+            cnt = cnt.reshape(data.sizes[r], K + 1)[:, 1:].ravel()
         sl = slice(off[A], off[A] + data.n_tau)
         frames.append(
             pd.DataFrame(
