@@ -16,7 +16,7 @@ from ._csvtext import csv_text
 from ._errors import IrtpeerError
 from ._fitrecord import MEASURE_COLUMNS, DimensionFit
 from ._io import atomic_write_text, json_default
-from .ratings import Ratings
+from .ratings import Ratings, category_codes
 from .spec import ModelSpec
 
 __all__ = ["DIGNITY_DIMENSIONS", "PEER_DIMENSIONS", "Calibration"]
@@ -370,7 +370,7 @@ _STEP = 1 << 22
 def _labels_codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Integer codes of a label column and the labels as text (a categorical's own codes)."""
     if isinstance(col.dtype, pd.CategoricalDtype):
-        return col.cat.codes.to_numpy(), pd.Index(col.cat.categories.astype(str))
+        return category_codes(col), pd.Index(col.cat.categories.astype(str))
     codes, uniques = pd.factorize(col, sort=False)
     return codes, pd.Index(uniques).astype(str)
 

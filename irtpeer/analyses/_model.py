@@ -23,6 +23,7 @@ import pandas as pd
 
 from .._design import _category_index, _distinct_scores
 from .._errors import IrtpeerError
+from ..ratings import category_codes
 
 __all__ = ["DimensionModel", "anchored_shift", "dimension_models", "model_probabilities"]
 
@@ -144,7 +145,7 @@ def _lookup(elements: pd.Index, values: pd.Series, facet: str, dim: str) -> np.n
     value (a categorical's own codes, or after factorising): columns of millions of rows are
     never turned into strings."""
     if isinstance(values.dtype, pd.CategoricalDtype):
-        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories
+        codes, uniques = category_codes(values), values.cat.categories
         used = np.bincount(codes, minlength=len(uniques)) > 0
     else:
         codes, uniques = pd.factorize(values, sort=False)
