@@ -318,25 +318,6 @@ class TorchMFRM:
             x, ev, fval = xt, ev_t, ft
             last_step = float(np.max(np.abs(t * step)))
             it += 1
-        if converged:
-            # the gradient at the final estimates, for the report. The Hessian of the previous
-            # point serves for the standard errors when that point is within FINAL_HESSIAN_STEP
-            # (a gradient-only pass); otherwise the Hessian is evaluated here too, so that the
-            # standard errors belong to the reported estimates (to ~1e-10 relative)
-            fresh = stale and last_step > FINAL_HESSIAN_STEP
-            if fresh:  # the old Hessian (GBs on a leaderboard) is not needed: free it first
-                solver = None
-                ev.H = ev.dense = None
-            ev_final = engine.evaluate(x, need_hessian=fresh)
-            if fresh:
-                ev = ev_final
-                solver = self._make_solver(ev, lay, lam, design, names)
-            ev.g, ev.f = ev_final.g, ev_final.f
-            fval = objective(ev_final, x)
-            gmax = float(np.max(np.abs(ev.g[F] + lam * x[F]))) if len(F) else 0.0
-        off_tau = design.data.offsets[-1]
-        scored = lay.active & (np.arange(lay.n) < off_tau)
-        score_resid = float(np.max(np.abs(ev.g[scored]))) if scored.any() else 0.0
         if not converged:
             raise ConvergenceError(
                 f"dimension {design.dimension!r} did not converge in {it} Newton iterations "
@@ -345,24 +326,30 @@ class TorchMFRM:
                 f"design, e.g. an element scored at the maximum on all but confounded "
                 f"observations). Try --penalty 0.01, or raise max_iter."
             )
-        conv = {
-            "dimension": design.dimension,
-            "converged": converged,
-            "iterations": it,
-            "max_gradient": gmax,
-            "max_score_residual": score_resid,
-            "last_step": last_step,
-            "objective": fval,
-            "log_likelihood": -ev.f,
-            "n_obs": len(lay.core.x),
-            "n_params": len(F),
-            "solver": lay.solver_kind,
-            "cg_products": matvecs,
-            "passes": engine.passes,  # passes over the observations (likelihood evaluations)
-            "device_bytes_per_obs": engine.memory()["bytes_per_obs"],
-            "seconds": 0.0,
-        }
+        ev, solver, fval, gmax = self._final_evaluation(
+            engine, objective, ev, x, solver, stale and last_step > FINAL_HESSIAN_STEP,
+            (lay, lam, design, names),
+        )
+        conv = _convergence_row(design, lay, engine, ev, fval, gmax, it, last_step, matvecs)
         return x, ev, solver, conv
+
+    def _final_evaluation(self, engine, objective, ev, x, solver, fresh: bool, solver_args):
+        """The gradient at the final estimates, for the report. The Hessian of the previous
+        point serves for the standard errors when that point is within FINAL_HESSIAN_STEP (a
+        gradient-only pass); otherwise (``fresh``) the Hessian is evaluated here too, so that
+        the standard errors belong to the reported estimates (to ~1e-10 relative)."""
+        lay, lam = solver_args[0], solver_args[1]
+        if fresh:  # the old Hessian (GBs on a leaderboard) is not needed: free it first
+            solver = None
+            ev.H = ev.dense = None
+        ev_final = engine.evaluate(x, need_hessian=fresh)
+        if fresh:
+            ev = ev_final
+            solver = self._make_solver(ev, *solver_args)
+        ev.g, ev.f = ev_final.g, ev_final.f
+        F = lay.F
+        gmax = float(np.max(np.abs(ev.g[F] + lam * x[F]))) if len(F) else 0.0
+        return ev, solver, objective(ev_final, x), gmax
 
     def _make_solver(self, ev, lay: _Layout, lam: float, design, names):
         """Factorise the Newton system: nested Schur complements (direct) or CG (iterative)."""
@@ -1104,3 +1091,26 @@ def _measures_table(design: DimensionDesign, params, se, se_model, status,
             )
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def _convergence_row(design, lay, engine, ev, fval, gmax, it, last_step, matvecs) -> dict:
+    """The dimension's row of ``convergence.csv`` (its ``seconds`` filled in by the caller)."""
+    off_tau = design.data.offsets[-1]
+    scored = lay.active & (np.arange(lay.n) < off_tau)
+    return {
+        "dimension": design.dimension,
+        "converged": True,
+        "iterations": it,
+        "max_gradient": gmax,
+        "max_score_residual": float(np.max(np.abs(ev.g[scored]))) if scored.any() else 0.0,
+        "last_step": last_step,
+        "objective": fval,
+        "log_likelihood": -ev.f,
+        "n_obs": len(lay.core.x),
+        "n_params": len(lay.F),
+        "solver": lay.solver_kind,
+        "cg_products": matvecs,
+        "passes": engine.passes,  # passes over the observations (likelihood evaluations)
+        "device_bytes_per_obs": engine.memory()["bytes_per_obs"],
+        "seconds": 0.0,
+    }
