@@ -89,6 +89,55 @@ class _Level:
     W: sp.csr_matrix  # D^{-1} C, shape (len(b_local), len(rest_local))
 
 
+def _choose_block(M, cur_blocks: np.ndarray, n_blocks: int, plan: SchurPlan | None,
+                  min_eliminate: int):
+    """The facet block to eliminate next, ``(k, positions)``: the plan's, or the largest block
+    (of at least ``min_eliminate``, leaving something) whose sub-matrix is diagonal; None."""
+    sizes = np.bincount(cur_blocks, minlength=n_blocks)
+    chosen = plan.choice if plan is not None else None
+    if chosen is not None and np.all(M.diagonal()[chosen[1]] != 0):
+        return chosen  # a zero pivot: the search below decides, as without a plan
+    for k in np.argsort(-sizes, kind="stable"):
+        if sizes[k] < min_eliminate or len(cur_blocks) - sizes[k] == 0:
+            break
+        pos = np.flatnonzero(cur_blocks == k)
+        sub = M[pos][:, pos]
+        if sub.nnz - np.count_nonzero(sub.diagonal()) == 0:
+            return (k, pos)
+    return None
+
+
+def _eliminate(M, chosen, plan: SchurPlan | None, cur: np.ndarray, n: int):
+    """Eliminate the diagonal block ``chosen`` of M: the level (D, W = D^-1 C) and the Schur
+    complement ``E - C^T D^-1 C`` (sparse, or dense by BLAS for a small dense remainder)."""
+    _, b_local = chosen
+    mask = np.ones(M.shape[0], dtype=bool)
+    mask[b_local] = False
+    rest_local = np.flatnonzero(mask)
+    d = np.asarray(M.diagonal()[b_local]).ravel()
+    if not np.all(d > 0):
+        bad = cur[b_local][~(d > 0)]
+        vec = np.zeros(n)
+        vec[bad[0]] = 1.0
+        raise NotPositiveDefinite(f"{len(bad)} parameter(s) carry no information", null_vector=vec)
+    if plan is not None and plan.choice is not chosen:
+        plan.choice, plan._subs = chosen, {}
+    take = plan.sub if plan is not None else _sub
+    C = take(M, b_local, rest_local, "C")
+    W = C.copy()  # D^{-1} C: each row scaled (no sparse product)
+    W.data *= np.repeat(1.0 / d, np.diff(W.indptr))
+    cells = len(b_local) * len(rest_local)
+    if cells <= _DENSE_PRODUCT_CELLS and C.nnz >= 0.25 * cells:
+        # a small remainder (the everyday design: a few dozen models, judges, items):
+        # C^T D^{-1} C by BLAS, ~10x faster than a sparse product with C's 1.5 M entries
+        # (dense W scaled from dense C: the same products as W's entries)
+        Cd = C.toarray()
+        S = take(M, rest_local, rest_local, "E").toarray() - Cd.T @ (Cd * (1.0 / d)[:, None])
+    else:
+        S = take(M, rest_local, rest_local, "E") - (C.T @ W)
+    return _Level(b_local, rest_local, d, W), sp.csr_matrix(S)
+
+
 class BlockSchurSolver:
     """Factorise a symmetric positive-definite matrix with diagonal facet blocks.
 
@@ -128,56 +177,18 @@ class BlockSchurSolver:
         self._order: list[np.ndarray] = []  # global indices of each level's eliminated block
 
         while True:
-            cur_blocks = block_of[cur]
-            sizes = np.bincount(cur_blocks, minlength=len(blocks))
-            diag = M.diagonal()
-            chosen = first.choice if first is not None else None
-            if chosen is not None and not np.all(diag[chosen[1]] != 0):
-                chosen = None  # a zero pivot: let the search below decide, as without a plan
-            for k in ([] if chosen is not None else np.argsort(-sizes, kind="stable")):
-                if sizes[k] < min_eliminate or len(cur) - sizes[k] == 0:
-                    break
-                pos = np.flatnonzero(cur_blocks == k)
-                sub = M[pos][:, pos]
-                offdiag = sub.nnz - np.count_nonzero(sub.diagonal())
-                if offdiag == 0:
-                    chosen = (k, pos)
-                    break
+            chosen = _choose_block(M, block_of[cur], len(blocks), first, min_eliminate)
             if chosen is None:
                 break
-            _, b_local = chosen
-            mask = np.ones(len(cur), dtype=bool)
-            mask[b_local] = False
-            rest_local = np.flatnonzero(mask)
-            d = np.asarray(diag[b_local]).ravel()
-            if not np.all(d > 0):
-                bad = cur[b_local][~(d > 0)]
-                vec = np.zeros(n)
-                vec[bad[0]] = 1.0
-                raise NotPositiveDefinite(
-                    f"{len(bad)} parameter(s) carry no information", null_vector=vec
-                )
-            if first is not None and first.choice is not chosen:
-                first.choice, first._subs = chosen, {}
-            take = first.sub if first is not None else _sub
-            C = take(M, b_local, rest_local, "C")
-            W = C.copy()  # D^{-1} C: each row scaled (no sparse product)
-            W.data *= np.repeat(1.0 / d, np.diff(W.indptr))
-            cells = len(b_local) * len(rest_local)
-            if cells <= _DENSE_PRODUCT_CELLS and C.nnz >= 0.25 * cells:
-                # a small remainder (the everyday design: a few dozen models, judges, items):
-                # C^T D^{-1} C by BLAS, ~10x faster than a sparse product with C's 1.5 M entries
-                # (dense W scaled from dense C: the same products as W's entries)
-                Cd = C.toarray()
-                S = take(M, rest_local, rest_local, "E").toarray() - Cd.T @ (Cd * (1.0 / d)[:, None])
-            else:
-                S = take(M, rest_local, rest_local, "E") - (C.T @ W)
-            self.levels.append(_Level(b_local, rest_local, d, W))
-            self._order.append(cur[b_local])
-            M = sp.csr_matrix(S)
-            cur = cur[rest_local]
+            level, M = _eliminate(M, chosen, first, cur, n)
+            self.levels.append(level)
+            self._order.append(cur[level.b_local])
+            cur = cur[level.rest_local]
             first = None
+        self._factorise_remainder(M, cur, dense_max)
 
+    def _factorise_remainder(self, M, cur: np.ndarray, dense_max: int) -> None:
+        """Cholesky of what no facet elimination removed (dense), or why it cannot be done."""
         r = len(cur)
         if r > dense_max:
             raise MemoryError(
