@@ -939,19 +939,57 @@ def _null_space(data: FacetData, active: np.ndarray, off: list[int], K: int):
 
 def _place_extremes(data, extreme, orphan, params, off, adj, device):
     """Measures for extreme elements: expected score = observed score moved ``adj`` inward."""
-    A = len(data.sizes)
-    K = data.K
-    n = data.n_params
-    x = data.x
-    w = np.ones(len(x)) if data.w is None else data.w
-    flag = []
-    for a in range(A):
-        f = (extreme[a] != 0) | orphan[off[a] : off[a + 1]]
-        flag.append(f)
-    n_flag_obs = np.zeros(len(x), dtype=np.int64)
-    for a in range(A):
-        n_flag_obs += flag[a][data.idx[a]]
-    se = np.full(n, np.nan)
+    A, K = len(data.sizes), data.K
+    w = np.ones(len(data.x)) if data.w is None else data.w
+    flag = [(extreme[a] != 0) | orphan[off[a] : off[a + 1]] for a in range(A)]
+    n_flag_obs, groups = _flagged_groups(data, flag)
+    se = np.full(data.n_params, np.nan)
+    expected = _score_moments(data, params, off)
+    # first from the observations each flagged element shares with no other flagged one, then
+    # (those still without a measure) from all of its observations
+    for sweep in range(2):
+        for a in range(A):
+            obs_a, bounds = groups[a]
+            for e in np.flatnonzero(flag[a]):
+                obs_all = obs_a[bounds[e] : bounds[e + 1]]
+                obs = obs_all[n_flag_obs[obs_all] == 1] if sweep == 0 else obs_all
+                if sweep == 0 and len(obs) == 0:
+                    continue
+                if sweep == 1 and np.isfinite(se[off[a] + e]) and (n_flag_obs[obs_all] == 1).any():
+                    continue
+                base = np.zeros(len(obs))
+                for b in range(A):
+                    if b != a:  # parameter positions in int64 (codes may come in a narrow type)
+                        vals = params[off[b] + data.idx[b][obs].astype(np.int64)]
+                        base += vals if b == 0 else -vals
+                ww = w[obs]
+                target = _extreme_target(float(np.sum(ww * data.x[obs])), float(np.sum(ww)), K,
+                                         adj, extreme[a][e])
+                params[off[a] + e], se[off[a] + e] = _solve_extreme(
+                    expected, base, 1.0 if a == 0 else -1.0, ww, obs, target)
+    return params, se
+
+
+def _flagged_groups(data, flag):
+    """How many flagged elements each observation touches, and per facet the observations
+    touching a flagged element grouped by element (sorted once): ``(obs, bounds)``."""
+    n_flag_obs = np.zeros(len(data.x), dtype=np.int64)
+    for a, f in enumerate(flag):
+        n_flag_obs += f[data.idx[a]]
+    touched = np.flatnonzero(n_flag_obs > 0)
+    groups = []
+    for a, f in enumerate(flag):
+        el = data.idx[a][touched]
+        sel = f[el]
+        order = np.argsort(el[sel], kind="stable")
+        bounds = np.searchsorted(el[sel][order], np.arange(data.sizes[a] + 1))
+        groups.append((touched[sel][order], bounds))
+    return n_flag_obs, groups
+
+
+def _score_moments(data, params, off):
+    """``expected(eta, obs)``: each observation's expected score and its variance."""
+    K, A = data.K, len(data.sizes)
     cum = None
     if K > 1:
         T = params[off[A] :].reshape(-1, K)
@@ -970,59 +1008,28 @@ def _place_extremes(data, extreme, orphan, params, off, adj, device):
         E = P @ kv
         return E, P @ (kv * kv) - E * E
 
-    # group the observations that touch a flagged element by element, once
-    touched = np.flatnonzero(n_flag_obs > 0)
-    groups = []
-    for a in range(A):
-        el = data.idx[a][touched]
-        sel = flag[a][el]
-        obs_a = touched[sel]
-        order = np.argsort(el[sel], kind="stable")
-        obs_a = obs_a[order]
-        bounds = np.searchsorted(el[sel][order], np.arange(data.sizes[a] + 1))
-        groups.append((obs_a, bounds))
+    return expected
 
-    for sweep in range(2):
-        for a in range(A):
-            obs_a, bounds = groups[a]
-            for e in np.flatnonzero(flag[a]):
-                obs_all = obs_a[bounds[e] : bounds[e + 1]]
-                obs = obs_all[n_flag_obs[obs_all] == 1] if sweep == 0 else obs_all
-                if sweep == 0 and len(obs) == 0:
-                    continue
-                if sweep == 1 and np.isfinite(se[off[a] + e]) and (n_flag_obs[obs_all] == 1).any():
-                    continue
-                base = np.zeros(len(obs))
-                for b in range(A):
-                    if b == a:
-                        continue
-                    # parameter positions in int64 (codes may come in a narrow type)
-                    vals = params[off[b] + data.idx[b][obs].astype(np.int64)]
-                    base += vals if b == 0 else -vals
-                sign = 1.0 if a == 0 else -1.0
-                ww = w[obs]
-                total = float(np.sum(ww * x[obs]))
-                cnt = float(np.sum(ww))
-                target = total
-                if extreme[a][e] > 0:
-                    target = total - adj
-                elif extreme[a][e] < 0:
-                    target = total + adj
-                target = min(max(target, adj), K * cnt - adj) if cnt * K > 2 * adj else K * cnt / 2
-                beta = 0.0
-                for _ in range(100):
-                    E, Vv = expected(base + sign * beta, obs)
-                    resid = float(np.sum(ww * E)) - target
-                    info = float(np.sum(ww * Vv))
-                    stepv = -resid / (sign * info)
-                    stepv = max(min(stepv, 1.0), -1.0)
-                    beta += stepv
-                    if abs(stepv) < 1e-12:
-                        break
-                params[off[a] + e] = beta
-                E, Vv = expected(base + sign * beta, obs)
-                se[off[a] + e] = 1.0 / math.sqrt(float(np.sum(ww * Vv)))
-    return params, se
+
+def _extreme_target(total: float, cnt: float, K: int, adj: float, direction) -> float:
+    """The score an extreme element is fitted to: its observed score moved ``adj`` inward."""
+    target = total - adj if direction > 0 else total + adj if direction < 0 else total
+    return min(max(target, adj), K * cnt - adj) if cnt * K > 2 * adj else K * cnt / 2
+
+
+def _solve_extreme(expected, base, sign: float, ww, obs, target: float):
+    """The element's measure whose expected score is ``target`` (Newton, steps capped at 1
+    logit), and its standard error."""
+    beta = 0.0
+    for _ in range(100):
+        E, Vv = expected(base + sign * beta, obs)
+        stepv = -(float(np.sum(ww * E)) - target) / (sign * float(np.sum(ww * Vv)))
+        stepv = max(min(stepv, 1.0), -1.0)
+        beta += stepv
+        if abs(stepv) < 1e-12:
+            break
+    E, Vv = expected(base + sign * beta, obs)
+    return beta, 1.0 / math.sqrt(float(np.sum(ww * Vv)))
 
 
 def _measures_table(design: DimensionDesign, params, se, se_model, status,
