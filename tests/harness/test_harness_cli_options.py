@@ -196,18 +196,9 @@ import json
 from types import SimpleNamespace
 
 from fake_openai import _KEYS, score_for
+from vllm_params import SamplingParams, StructuredOutputsParams  # noqa: F401 (vllm's names)
 
 ENGINES = []
-
-
-class SamplingParams:
-    def __init__(self, **kw):
-        self.kw = kw
-
-
-class StructuredOutputsParams:
-    def __init__(self, json=None, disable_any_whitespace=False):
-        self.json, self.disable_any_whitespace = json, disable_any_whitespace
 
 
 class LLM:
