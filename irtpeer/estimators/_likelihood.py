@@ -33,7 +33,6 @@ per cell, filled in place; the iterative solver multiplies with it by BLAS
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -43,10 +42,10 @@ import scipy.sparse as sp
 import torch
 
 from .._design import FacetData
-from ._segsum import SegmentSums
+from ._segsum import SegmentSums, deterministic
 
 __all__ = ["CSRPattern", "Evaluation", "FacetData", "GridLikelihoodEngine", "LikelihoodEngine",
-           "deterministic", "index_add_cols", "make_engine"]
+           "deterministic", "make_engine"]
 
 _DENSE_PAIR_LIMIT = 1 << 26  # above: a pair's observed cells are found by sorting, not a bitmap
 #: A facet pair with at least this many cells, at least BLOCK_MIN_FILL of them observed and at
@@ -90,33 +89,6 @@ def _as_index(t: torch.Tensor) -> torch.Tensor:
     """A chunk of codes usable as an index (int8/int16/uint8 codes widened for this chunk only:
     a uint8 tensor would be taken as a boolean mask)."""
     return t if t.dtype in _INDEX_DTYPES else t.to(torch.int32)
-
-
-@contextlib.contextmanager
-def deterministic(device: torch.device):
-    """On CUDA, ``index_add_`` adds with atomics in no fixed order (float64 sums then differ in
-    the last bits from run to run); under ``torch.use_deterministic_algorithms`` it sorts
-    instead. Switched on for the duration of a pass (``warn_only``: the pass's few matrix
-    products would otherwise need ``CUBLAS_WORKSPACE_CONFIG``), then restored."""
-    if device.type != "cuda" or torch.are_deterministic_algorithms_enabled():
-        yield
-        return
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*[Dd]eterministic.*")
-            yield
-    finally:
-        torch.use_deterministic_algorithms(False, warn_only=warn_only)
-
-
-def index_add_cols(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-    """``dst.index_add_(0, index, src)`` for 2-D tensors, one column at a time: on CPU torch's
-    row-wise kernel is ~8x slower than a 1-D ``index_add_`` per column (measured, 4 columns)."""
-    for k in range(src.shape[1]):
-        dst[:, k].index_add_(0, index, src[:, k])
-    return dst
 
 
 @dataclass

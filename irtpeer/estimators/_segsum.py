@@ -20,11 +20,31 @@ device; :meth:`SegmentSums.nbytes` reports them.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable, Hashable
 
 import torch
 
 IndexLike = torch.Tensor | Callable[[], torch.Tensor]
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device):
+    """On CUDA, ``index_add_`` adds with atomics in no fixed order (float64 sums then differ in
+    the last bits from run to run); under ``torch.use_deterministic_algorithms`` it sorts
+    instead. Switched on for the duration of a pass (``warn_only``: the pass's few matrix
+    products would otherwise need ``CUBLAS_WORKSPACE_CONFIG``), then restored."""
+    if device.type != "cuda" or torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*[Dd]eterministic.*")
+            yield
+    finally:
+        torch.use_deterministic_algorithms(False, warn_only=warn_only)
 
 
 class _Plan:
@@ -73,11 +93,7 @@ class SegmentSums:
 
     def context(self):
         """What a pass runs under: nothing with plans; otherwise deterministic ``index_add_``."""
-        if self.plans:
-            return contextlib.nullcontext()
-        from ._likelihood import deterministic
-
-        return deterministic(self.device)
+        return contextlib.nullcontext() if self.plans else deterministic(self.device)
 
     def add(self, key: Hashable, dst: torch.Tensor, index: IndexLike, src: torch.Tensor):
         if not self.plans:
