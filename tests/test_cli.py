@@ -149,3 +149,21 @@ def test_large_file_loads_beside_the_estimator_import(tmp_path):
     assert len(scores) == 30 and scores["all"].notna().all()
     top = scores.sort_values("all")["model"].iloc[-5:].str[1:].astype(int)
     assert (top >= 15).all()  # the simulated ability grows with the model number
+
+
+def test_a_reader_that_goes_away_does_not_cut_the_work_short(tmp_path):
+    """`irtpeer score ... --progress 2>&1 | head -1`: the first progress line reaches the reader,
+    which then exits. The fit still finishes and writes every file, exit status 0 (before, the
+    next progress line raised BrokenPipeError: status 0 and no files at all)."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "irtpeer", "score", "--example", "--out", str(out), "--progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, as `head -1` does
+    assert proc.wait(timeout=300) == 0
+    assert first.strip()
+    for name in ("measures.csv", "scores.csv", "convergence.csv"):
+        assert len(pd.read_csv(out / name)) > 0, name
+    assert json.loads((out / "calibration.json").read_text())
