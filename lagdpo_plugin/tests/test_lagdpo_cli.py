@@ -289,3 +289,30 @@ def test_console_script_validate_counts_active_dimensions(tmp_path):
     )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "does not exist" in bad.stderr
+
+
+def test_train_finishes_when_the_reader_of_its_output_goes_away(tmp_path):
+    """`lagdpo train ... 2>&1 | head -1`: after the first line the reader exits; the run still
+    trains, saves the model and exits 0 (stderr's progress bars raised BrokenPipeError and
+    aborted it with status 1 before anything was saved)."""
+    from transformers import AutoModelForCausalLM
+
+    model = save_tiny(tmp_path / "model")
+    data = tmp_path / "pk.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in make_records(8)))
+    config = tmp_path / "cfg.yaml"
+    config.write_text(yaml.safe_dump(fast_settings(disable_tqdm=False)))
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("TQDM_DISABLE", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lagdpo.cli", "train", "--method", "lagdpo", "--model", str(model),
+         "--data", str(data), "--output-dir", str(out), "--max-steps", "2", "--config",
+         str(config)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    assert proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, as `head -1` does
+    assert proc.wait(timeout=300) == 0
+    AutoModelForCausalLM.from_pretrained(out)
+    assert (out / "lambda_history.csv").read_text().count("\n") == 1 + 2 * 4

@@ -1,8 +1,9 @@
-"""Keep a command running when its stdout is closed (``lagdpo train ... | head``).
+"""Keep a command running when its output is closed (``lagdpo train ... 2>&1 | head``).
 
-Training prints a log line per step; once ``head`` exits, the next print raises BrokenPipeError
-inside TRL's logging callback and would abort the run before the model is saved. Inside
-`pipe_safe_stdout` a closed stdout is silenced instead: the work and its files are finished.
+Training prints a log line per step and progress bars on stderr; once ``head`` exits, the next
+write raises BrokenPipeError inside TRL's logging callback or a progress bar and would abort the
+run before the model is saved. Inside `pipe_safe_output` a closed stdout or stderr is silenced
+instead: the work and its files are finished.
 """
 
 from __future__ import annotations
@@ -45,11 +46,11 @@ class _PipeSafeStream:
 
 
 @contextlib.contextmanager
-def pipe_safe_stdout():
-    """Within the block, writes to a closed stdout are dropped rather than raised."""
-    original = sys.stdout
-    sys.stdout = _PipeSafeStream(original)
+def pipe_safe_output():
+    """Within the block, writes to a closed stdout or stderr are dropped rather than raised."""
+    original = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = (_PipeSafeStream(s) for s in original)
     try:
-        yield sys.stdout
+        yield
     finally:
-        sys.stdout = original
+        sys.stdout, sys.stderr = original

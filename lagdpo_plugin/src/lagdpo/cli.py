@@ -316,10 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if (not argv or argv[0] in ("-h", "--help")) else 2
     import warnings
 
-    from ._pipes import pipe_safe_stdout
+    from ._pipes import pipe_safe_output
 
     try:
-        with pipe_safe_stdout(), warnings.catch_warnings():  # `lagdpo train | head` still saves
+        with pipe_safe_output(), warnings.catch_warnings():  # `lagdpo train 2>&1 | head` saves
             # TRL 1.16 calls transformers 5's renamed gradient-checkpointing API: nothing to act on.
             warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*is deprecated")
             return COMMANDS[argv[0]](argv[1:])
