@@ -10,12 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import irtpeer
 import irtpeer.estimators._cg as cg
 import irtpeer.estimators._likelihood as lik
 import irtpeer.estimators._torch as tmod
 from irtpeer import IrtpeerError, ModelSpec, TorchMFRM
+from irtpeer.estimators._blocksolve import NotPositiveDefinite
 
 
 def fit(df, spec=None, **kw):
@@ -294,7 +296,13 @@ def _leaderboard_hessian(models, items, seed=0):
     return Hs, dense, [np.arange(models), np.arange(models, n)]
 
 
-def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch):
+#: where the dense Schur complement lives: None = the host (LAPACK in place), "cpu" = the torch
+#: code that a GPU runs (:class:`_DeviceCholesky`), here on the CPU; and a GPU when there is one
+FACTOR_DEVICES = [None, "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", FACTOR_DEVICES)
+def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch, device):
     Hs, dense, blocks = _leaderboard_hessian(37, 90)
     n = Hs.shape[0]
     H = Hs.toarray()
@@ -307,7 +315,7 @@ def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch):
     want = np.zeros(n, dtype=bool)
     want[:37] = want[[40, 99]] = True  # all models and two items (eliminated)
     it = cg.IterativeSchurSolver(Hs, dense, blocks).diag_inv(want, route="iterative")
-    S = cg.IterativeSchurSolver(Hs, dense, blocks)
+    S = cg.IterativeSchurSolver(Hs, dense, blocks, device=device)
     assert len(S.be) == 89 and S.product == 37 + 2 * 37 * 90 + 89  # E, C both ways, D^-1
     de = S.diag_inv(want, route="dense")
     assert S.se_method.startswith("exact (Schur complement")
@@ -315,6 +323,10 @@ def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch):
     np.testing.assert_allclose(it[want], de[want], rtol=1e-8)
     np.testing.assert_allclose(S.inverse_block(np.arange(37), None), Hi[:37, :37], rtol=1e-10)
     g = np.random.default_rng(1).normal(size=(n, 2))
+    F = cg.IterativeSchurSolver(Hs, dense, blocks, device=device)
+    F.factorise_dense()  # solves through the Cholesky factor, one right-hand side or several
+    np.testing.assert_allclose(F.solve(g), Hi @ g, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(F.solve(g[:, 0]), Hi @ g[:, 0], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(S.solve(g), Hi @ g, rtol=1e-9, atol=1e-12)  # via S^-1 now
     view = S.inverse_block(np.arange(37), None)
     assert not view.flags.writeable  # the solver's own S^-1, not a copy
@@ -322,6 +334,41 @@ def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch):
     assert own.flags.writeable and np.shares_memory(own, view) and S._Sinv is None
     np.testing.assert_allclose(own, Hi[:37, :37], rtol=1e-10)
     np.testing.assert_allclose(S.solve(g), Hi @ g, rtol=1e-8, atol=1e-12)  # CG again
+
+
+class _TorchFactorOnCpu(cg.IterativeSchurSolver):
+    """The solver as a GPU fit makes it (S formed, factorised, inverted by torch), on the CPU."""
+
+    def __init__(self, *args, device=None, **kw):
+        super().__init__(*args, device="cpu", **kw)
+
+
+def test_fit_with_the_device_factor_equals_the_host_factor(monkeypatch):
+    df, _, _ = leaderboard(40, 150, 0.3, seed=7)
+    monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)  # the model x question block dense
+    host = fit(df, solver="iterative", se_facets="model,question")
+    monkeypatch.setattr(tmod, "IterativeSchurSolver", _TorchFactorOnCpu)
+    dev = fit(df, solver="iterative", se_facets="model,question")
+    assert dev.convergence["se_method"].iloc[0].startswith("exact (Schur complement")
+    np.testing.assert_allclose(dev.measures["measure"], host.measures["measure"], rtol=0,
+                               atol=1e-12)
+    np.testing.assert_allclose(dev.measures["se"], host.measures["se"], rtol=1e-10)
+    for dim in host.cov:
+        np.testing.assert_allclose(dev.cov[dim].to_numpy(), host.cov[dim].to_numpy(),
+                                   rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("device", FACTOR_DEVICES)
+def test_singular_schur_complement_is_refused_on_either_factor(device):
+    import scipy.sparse as sp
+
+    _, dense, _ = _leaderboard_hessian(5, 12)
+    B = dense[0][2]  # every item kept: theta and b shifted together leave the likelihood as is
+    Hs = sp.diags(np.r_[-B.sum(1), -B.sum(0)]).tocsr()
+    full = [(np.arange(5), np.arange(5, 17), B)]
+    with pytest.raises(NotPositiveDefinite, match="singular"):
+        cg.IterativeSchurSolver(Hs, full, [np.arange(5), np.arange(5, 17)],
+                                device=device).factorise_dense()
 
 
 def test_forced_se_routes_give_the_same_fit(monkeypatch):
@@ -384,7 +431,8 @@ def test_se_stage_memory_is_s_plus_bounded_blocks():
     assert float(res.stdout.split()[-1]) < 1.4  # extra peak, in units of S (measured 1.15)
 
 
-def test_eliminated_ses_from_the_factor_equal_those_from_s_inverse():
+@pytest.mark.parametrize("device", FACTOR_DEVICES)
+def test_eliminated_ses_from_the_factor_equal_those_from_s_inverse(device):
     """Item SEs come from the Cholesky factor (a triangular solve) when S^-1 is not formed yet,
     and from S^-1 (GEMM) when it is: both equal the exact inverse's diagonal."""
     Hs, dense, blocks = _leaderboard_hessian(37, 90)
@@ -392,8 +440,8 @@ def test_eliminated_ses_from_the_factor_equal_those_from_s_inverse():
     H[:37, 37:] += dense[0][2][:, :-1]
     H[37:, :37] += dense[0][2][:, :-1].T
     exact = np.diag(np.linalg.inv(H))
-    first = cg.IterativeSchurSolver(Hs, dense, blocks).diag_inv(route="dense")
-    later = cg.IterativeSchurSolver(Hs, dense, blocks)
+    first = cg.IterativeSchurSolver(Hs, dense, blocks, device=device).diag_inv(route="dense")
+    later = cg.IterativeSchurSolver(Hs, dense, blocks, device=device)
     later._S_inverse()  # S^-1 formed before the diagonal is asked for: the GEMM route
     np.testing.assert_allclose(first, exact, rtol=1e-10)
     np.testing.assert_allclose(later.diag_inv(route="dense"), exact, rtol=1e-10)

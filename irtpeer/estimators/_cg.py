@@ -72,6 +72,71 @@ def _mirror_lower(A: np.ndarray) -> None:
         A[j:k, k:] = A[k:, j:k].T
 
 
+def _check_factor(diag, info) -> None:
+    """A Cholesky factor whose diagonal collapses marks a singular information matrix."""
+    dg = np.asarray(diag) if len(diag) else np.ones(1)
+    if info or np.any(~np.isfinite(dg)) or dg.min() <= 1e-6 * max(dg.max(), 1e-300):
+        raise NotPositiveDefinite("the information matrix is singular")
+
+
+class _HostCholesky:
+    """``S = U^T U`` by LAPACK in S's own storage (no copy: S is 1.1 GB at 11,785 models).
+
+    ``S`` comes C-ordered with both triangles; its lower triangle in C order is the upper one in
+    Fortran order, which ``potrf``/``potri`` work on in place. torch's ``cholesky_ex``, even with
+    ``out=``, works on a copy of S's size."""
+
+    def __init__(self, S: torch.Tensor):
+        self.U, info = lapack.dpotrf(S.numpy().T, lower=0, clean=0, overwrite_a=1)
+        _check_factor(np.diag(self.U), info)
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        return cho_solve((self.U, False), rhs, check_finite=False)
+
+    def column_norms(self, W: np.ndarray) -> np.ndarray:
+        """Squared norms of the rows of ``W U^-1`` (``diag(W S^-1 W^T)``); ``W`` is overwritten:
+        ``(W U^-1)^T = U^-T W^T``, ``W^T`` being W's Fortran-ordered view."""
+        Y = blas.dtrsm(1.0, self.U, W.T, side=0, lower=0, trans_a=1, overwrite_b=1)
+        return np.einsum("ij,ij->j", Y, Y)
+
+    def inverse(self) -> np.ndarray:
+        """``S^-1`` in the factor's own storage (the factor is consumed)."""
+        X, info = lapack.dpotri(self.U, lower=0, overwrite_c=1)
+        self.U = None
+        if info:
+            raise NotPositiveDefinite("the information matrix is singular")
+        A = X.T  # C order (S's own storage); its lower triangle holds S^{-1}
+        _mirror_lower(A)
+        return A
+
+
+class _DeviceCholesky:
+    """The same on a torch device (a GPU): S factorised, solved with and inverted there; only
+    right-hand sides, norms and the inverse cross to the host."""
+
+    def __init__(self, S: torch.Tensor):
+        self.U, info = torch.linalg.cholesky_ex(S, upper=True)
+        del S
+        _check_factor(torch.diagonal(self.U).cpu().numpy(), int(info))
+
+    def _dev(self, a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(self.U.device)
+
+    def solve(self, rhs: np.ndarray) -> np.ndarray:
+        R = self._dev(rhs if rhs.ndim == 2 else rhs[:, None])
+        X = torch.cholesky_solve(R, self.U, upper=True).cpu().numpy()
+        return X if rhs.ndim == 2 else X[:, 0]
+
+    def column_norms(self, W: np.ndarray) -> np.ndarray:
+        Y = torch.linalg.solve_triangular(self.U.mT, self._dev(W).T, upper=False)
+        return (Y * Y).sum(0).cpu().numpy()
+
+    def inverse(self) -> np.ndarray:
+        X = torch.cholesky_inverse(self.U, upper=True)
+        self.U = None
+        return X.cpu().numpy()
+
+
 class IterativeSchurSolver:
     """Solve with a facet-structured SPD matrix given as a sparse part plus dense facet pairs.
 
@@ -86,12 +151,18 @@ class IterativeSchurSolver:
         A partition of ``range(n)`` by facet (and thresholds).
     rtol
         Relative residual at which CG stops (``solve`` may pass its own).
+    device
+        Where the dense Schur complement is formed, factorised and inverted: ``None`` on the
+        host by LAPACK in place; a torch device (a GPU) by torch there, the chunks of ``C``
+        sent to it as they are built.
     """
 
-    def __init__(self, Hs, dense, blocks, *, rtol: float = 1e-10, maxiter: int = 1000):
+    def __init__(self, Hs, dense, blocks, *, rtol: float = 1e-10, maxiter: int = 1000,
+                 device: torch.device | str | None = None):
         Hs = sp.csr_matrix(Hs, dtype=np.float64)
         n = Hs.shape[0]
         self.n, self.rtol, self.maxiter = n, rtol, maxiter
+        self.device = None if device is None else torch.device(device)
         self.matvecs = 0  # products with S (one per right-hand side and iteration)
         k = self._pick(Hs, blocks)
         self.be = np.sort(np.asarray(blocks[k], dtype=np.int64))
@@ -112,8 +183,8 @@ class IterativeSchurSolver:
         self._split_dense(dense, n)
         self.product = self._product_cost()
         self._setup_preconditioner()
-        self._chol = None  # upper Cholesky factor of S (Fortran order), in S's own storage
-        self._Sinv = None  # S^{-1} (numpy), in the same storage once inverted
+        self._chol = None  # the Cholesky factor of S (_HostCholesky or _DeviceCholesky)
+        self._Sinv = None  # S^{-1} (numpy; on the host, in S's own storage)
         self._seen = None  # (CG iterations, rtol) of the last solve
 
     # ------------------------------------------------------------------ structure
@@ -286,7 +357,7 @@ class IterativeSchurSolver:
         if self._Sinv is not None:
             x_r = self._Sinv @ rhs
         elif self._chol is not None:
-            x_r = cho_solve((self._chol, False), rhs, check_finite=False)
+            x_r = self._chol.solve(rhs)
         else:
             x_r = self._pcg(rhs, self.rtol if rtol is None else rtol)
         x = np.empty_like(g)
@@ -317,55 +388,50 @@ class IterativeSchurSolver:
                         self.se_iterations())
 
     def _form_S(self) -> torch.Tensor:
-        """``S`` densely, in place: its lower triangle by BLAS, a block of ``C``'s rows
-        (:data:`_CHUNK_CELLS`) and of ``S``'s columns (:data:`_BLOCK_CELLS`) at a time, then
-        mirrored. Memory: ``S`` plus one chunk of ``C`` and one block of ``S``."""
+        """``S`` densely, in place: a block of ``C``'s rows (:data:`_CHUNK_CELLS`) at a time.
+        On the host its lower triangle by BLAS, a block of ``S``'s columns (:data:`_BLOCK_CELLS`)
+        at a time, then mirrored (memory: ``S`` plus one chunk of ``C`` and one block of ``S``);
+        on a device whole products, each chunk sent there as it is built."""
         nr = len(self.rest)
         S = self.Hrr.toarray()
         for B, rs, rdst, cs, cdst in self.rd:
             blk = B[np.ix_(rs, cs)]
             S[np.ix_(rdst, cdst)] += blk
             S[np.ix_(cdst, rdst)] += blk.T
-        St = torch.from_numpy(S)
+        dev = self.device
+        St = torch.from_numpy(S) if dev is None else torch.from_numpy(S).to(dev)
         bs = max(1, _BLOCK_CELLS // max(nr, 1))
         root = np.sqrt(self.dinv)  # S -= (C^T D^-1/2)(D^-1/2 C): one scaled chunk, no copy
         for s, e in self._chunks():
             Cc = self._dense_C_rows(s, e)
             Cc *= root[s:e, None]
+            if dev is not None:
+                Ct = torch.from_numpy(Cc).to(dev)
+                St.sub_(Ct.T @ Ct)
+                continue
             Ct = torch.from_numpy(Cc)
             for j in range(0, nr, bs):
                 k = min(j + bs, nr)
                 St[j:, j:k].sub_(Ct[:, j:].T @ Ct[:, j:k])
             del Ct, Cc
-        _mirror_lower(S)
+        if dev is None:
+            _mirror_lower(S)
         return St
 
     def factorise_dense(self):
         """Form ``S`` and factorise it in place (then solves are direct)."""
-        if self._chol is not None or self._Sinv is not None:
-            return
-        nr = len(self.rest)
-        A = self._form_S().numpy()
-        # LAPACK in place on A's storage: C order lower = Fortran order upper (S = U^T U).
-        # torch's cholesky_ex, even with out=, works on a copy of S's size
-        U, info = lapack.dpotrf(A.T, lower=0, clean=0, overwrite_a=1)
-        dg = np.diag(U) if nr else np.ones(1)
-        if info or np.any(~np.isfinite(dg)) or dg.min() <= 1e-6 * max(dg.max(), 1e-300):
-            raise NotPositiveDefinite("the information matrix is singular")
-        self._chol = U  # Fortran-ordered upper factor (A.T itself)
+        if self._chol is None and self._Sinv is None:
+            S = self._form_S()
+            self._chol = (_HostCholesky if self.device is None else _DeviceCholesky)(S)
 
     def _S_inverse(self) -> np.ndarray:
-        """``S^{-1}``, in the factor's own storage (LAPACK ``potri`` in place: torch's
-        ``cholesky_inverse`` needs a temporary of S's size and was slower on 2 busy cores)."""
+        """``S^{-1}`` on the host (in the factor's own storage there: LAPACK ``potri`` in place;
+        torch's ``cholesky_inverse`` needs a temporary of S's size and was slower on 2 busy
+        cores)."""
         if self._Sinv is None:
             self.factorise_dense()
-            U, self._chol = self._chol, None
-            X, info = lapack.dpotri(U, lower=0, overwrite_c=1)
-            if info:
-                raise NotPositiveDefinite("the information matrix is singular")
-            A = X.T  # C order (S's own storage); its lower triangle holds S^{-1}
-            _mirror_lower(A)
-            self._Sinv = A
+            factor, self._chol = self._chol, None
+            self._Sinv = factor.inverse()
         return self._Sinv
 
     def _elim_diag_from_factor(self) -> np.ndarray:
@@ -373,14 +439,11 @@ class IterativeSchurSolver:
         ``W = D^-1 C``, from the Cholesky factor ``S = U^T U``: the row norms of ``W U^-1``, one
         triangular solve per chunk of rows (half the multiply-adds of ``W S^-1`` by GEMM)."""
         self.factorise_dense()
-        U = self._chol
         out = np.empty(len(self.be))
         for s, e in self._chunks():
             Wc = self._dense_C_rows(s, e)  # a fresh array: scaled and solved in place
             Wc *= self.dinv[s:e, None]
-            # (W U^-1)^T = U^-T W^T: W^T is Wc's Fortran-ordered view, overwritten
-            Y = blas.dtrsm(1.0, U, Wc.T, side=0, lower=0, trans_a=1, overwrite_b=1)
-            out[s:e] = self.dinv[s:e] + np.einsum("ij,ij->j", Y, Y)
+            out[s:e] = self.dinv[s:e] + self._chol.column_norms(Wc)
         return out
 
     # ------------------------------------------------------------ inverse diagonal
@@ -399,10 +462,11 @@ class IterativeSchurSolver:
             Sinv = self._S_inverse()
             out[self.rest] = np.diag(Sinv)
             if elim and np.isnan(out[self.be]).any():  # S^-1 was already formed
-                St = torch.from_numpy(Sinv)
+                dev = self.device or torch.device("cpu")
+                St = torch.from_numpy(Sinv).to(dev)
                 for s, e in self._chunks():
-                    Wc = torch.from_numpy(self._dense_C_rows(s, e) * self.dinv[s:e, None])
-                    out[self.be[s:e]] = self.dinv[s:e] + ((Wc @ St) * Wc).sum(1).numpy()
+                    Wc = torch.from_numpy(self._dense_C_rows(s, e) * self.dinv[s:e, None]).to(dev)
+                    out[self.be[s:e]] = self.dinv[s:e] + ((Wc @ St) * Wc).sum(1).cpu().numpy()
             self.se_method = f"exact (Schur complement of {nr} parameters formed densely)"
             return out
         # one CG solve per element asked for, batched

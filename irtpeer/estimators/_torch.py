@@ -375,7 +375,9 @@ class TorchMFRM:
                         raise
                     kind = "iterative"
             if kind == "iterative":
-                solver = IterativeSchurSolver(Hs, dense, lay.blocks)
+                solver = IterativeSchurSolver(
+                    Hs, dense, lay.blocks,
+                    device=None if self.device_.type == "cpu" else self.device_)
         except NotPositiveDefinite as exc:
             raise _not_identified(exc, F, n, design, names, off) from None
         except MemoryError as exc:
