@@ -77,9 +77,14 @@ class DimensionModel:
 
     def eta_of(self, sl: slice) -> np.ndarray:
         """Linear predictor of the observations ``sl``."""
-        eta = self.measure[0][self.codes[0][sl]]
-        for c, v in zip(self.codes[1:], self.measure[1:]):
-            eta -= v[c[sl]]
+        return self.eta_at([c[sl] for c in self.codes])
+
+    def eta_at(self, codes: list[np.ndarray]) -> np.ndarray:
+        """Linear predictor of the observations whose element indices are ``codes`` (one array
+        per facet, as in :attr:`codes`; ``intp`` arrays are gathered fastest)."""
+        eta = self.measure[0][codes[0]]
+        for c, v in zip(codes[1:], self.measure[1:]):
+            eta -= v[c]
         return eta
 
     @property
@@ -111,11 +116,13 @@ class DimensionModel:
         return self.cum if obs is None else self.cum_table[self.tau_codes[obs]]
 
     def moments(self, shift: np.ndarray | float = 0.0, sl: slice | None = None, *,
-                probabilities: bool = True):
+                probabilities: bool = True, eta: np.ndarray | None = None):
         """Category probabilities, expected score, variance and 4th central moment of every
         observation (or of the observations ``sl``) at ``eta+shift`` (``P`` is ``None`` for a
-        binary scale when ``probabilities`` is false)."""
-        eta = self.eta if sl is None else self.eta_of(sl)
+        binary scale when ``probabilities`` is false). ``eta``: the linear predictor of those
+        observations when the caller already has it (not formed again)."""
+        if eta is None:
+            eta = self.eta if sl is None else self.eta_of(sl)
         if self.K == 1:  # Bernoulli: closed forms, no (n, 2) temporaries
             E = 1.0 / (1.0 + np.exp(-(eta + shift)))
             W = E * (1.0 - E)
@@ -143,20 +150,24 @@ def model_probabilities(eta: np.ndarray, cum: np.ndarray, K: int) -> np.ndarray:
 def _lookup(elements: pd.Index, values: pd.Series, facet: str, dim: str) -> np.ndarray:
     """Position in ``elements`` of every value, as int32. Labels are matched once per distinct
     value (a categorical's own codes, or after factorising): columns of millions of rows are
-    never turned into strings."""
+    never turned into strings. When the elements are the labels in their own order (the
+    design keeps a categorical's order) the codes are the positions: no gather."""
     if isinstance(values.dtype, pd.CategoricalDtype):
         codes, uniques = category_codes(values), values.cat.categories
-        used = np.bincount(codes, minlength=len(uniques)) > 0
     else:
         codes, uniques = pd.factorize(values, sort=False)
-        used = np.ones(len(uniques), dtype=bool)
     pos = elements.get_indexer(pd.Index(uniques).astype(str))
-    if (pos[used] < 0).any():
-        bad = pd.Index(uniques).astype(str)[used & (pos < 0)][0]
-        raise IrtpeerError(
-            f"the ratings do not match the calibration: {facet} {bad!r} of dimension {dim!r} has "
-            f"no measure; pass the Ratings the calibration was fitted to"
-        )
+    if (pos < 0).any():
+        used = np.zeros(len(uniques), dtype=bool)
+        used[codes] = True
+        if (pos[used] < 0).any():
+            bad = pd.Index(uniques).astype(str)[used & (pos < 0)][0]
+            raise IrtpeerError(
+                f"the ratings do not match the calibration: {facet} {bad!r} of dimension {dim!r} "
+                f"has no measure; pass the Ratings the calibration was fitted to"
+            )
+    elif np.array_equal(pos, np.arange(len(pos))):
+        return codes.astype(np.int32)
     return pos.astype(np.int32)[codes]
 
 

@@ -48,57 +48,80 @@ def wilson_hilferty(mnsq, q):
 _SUMS = ("sw", "sw2", "swW", "out", "inf", "qout", "qin", "swx", "sweta")
 
 
+#: Judgments per chunk within a slice: the chunk's temporaries stay in the CPU cache (a pass
+#: over 1.2 M judgments in chunks of 2**20: 0.30 s; of 2**16: 0.19 s).
+_CHUNK = 1 << 16
+
+
 class _Accumulator:
     """Per-element sums over the kept observations, slice by slice: memory is the slice's
     temporaries (and one byte per judgment for the kept mask when some are set aside), not
-    several float64 arrays per judgment."""
+    several float64 arrays per judgment.
+
+    Each slice's sums are formed from zero in judgment order (``np.add.at`` carries them on
+    chunk after chunk, as one ``bincount`` of the slice would) and then added to the totals:
+    the slice length, not the chunk length, fixes the last digits."""
 
     def __init__(self, dm):
         self.dm = dm
         self.first = [np.zeros((len(_SUMS), len(e))) for e in dm.elements]
         self.second = [np.zeros((3, len(e))) for e in dm.elements]
-        self.keep: dict[int, np.ndarray] = {}  # slice start -> kept mask, when not all kept
+        self.keep: dict[int, np.ndarray] = {}  # chunk start -> kept mask, when not all kept
 
-    def _kept(self, sl, keep):
-        dm = self.dm
-
-        def kept(a):
-            return a if keep is None else a[keep]
-
-        x = kept(dm.x[sl]).astype(float)
-        w = None if dm.weights is None else kept(dm.weights[sl])
-        return kept, x, w, [kept(c[sl]) for c in dm.codes]
+    def _pass(self, sl, totals, chunk_sums):
+        part = [np.zeros_like(t) for t in totals]
+        for s in range(sl.start, sl.stop, _CHUNK):
+            chunk_sums(slice(s, min(s + _CHUNK, sl.stop)), part)
+        for t, p in zip(totals, part):
+            t += p
 
     def first_pass(self, sl):
-        dm = self.dm
-        eta = dm.eta_of(sl)
-        _, E, W, C = dm.moments(sl=sl, probabilities=False)
-        keep = ~dm.touches_extreme_of(sl) & (W > 1e-12)
-        keep = None if keep.all() else keep
-        if keep is not None:
-            self.keep[sl.start] = keep
-        kept, x, w, codes = self._kept(sl, keep)
-        E, W, C, eta = kept(E), kept(W), kept(C), kept(eta)
-        y2 = np.square(x - E)
-        if w is None:  # every weight 1: counts, and w^2 = w
-            rows = (None, None, W, y2 / W, y2, C / np.square(W), C - np.square(W), x, eta)
-        else:
-            w2 = w * w
-            rows = (w, w2, w * W, w * y2 / W, w * y2, w2 * C / np.square(W),
-                    w2 * (C - np.square(W)), w * x, w * eta)
-        for g, acc in zip(codes, self.first):
-            n = acc.shape[1]
-            count = np.bincount(g, weights=rows[0], minlength=n)
-            acc[0] += count
-            acc[1] += count if rows[1] is None else np.bincount(g, weights=rows[1], minlength=n)
-            for k in range(2, len(rows)):
-                acc[k] += np.bincount(g, weights=rows[k], minlength=n)
+        self._pass(sl, self.first, self._first_sums)
 
     def second_pass(self, sl):
+        self._pass(sl, self.second, self._second_sums)
+
+    def _chunk(self, sl, keep=None):
+        """Element indices (``intp``: numpy converts narrower index arrays on every gather,
+        ~3x slower), linear predictor, category index (float) and weights of the
+        observations ``sl`` (the kept ones when ``keep`` is given)."""
         dm = self.dm
-        kept, x, w, codes = self._kept(sl, self.keep.get(sl.start))
-        eta = kept(dm.eta_of(sl))
-        for g, f, acc in zip(codes, self.first, self.second):
+        codes = [c[sl].astype(np.intp) for c in dm.codes]
+        eta = dm.eta_at(codes)
+        x = dm.x[sl]
+        w = None if dm.weights is None else dm.weights[sl]
+        if keep is not None:
+            codes, eta, x = [g[keep] for g in codes], eta[keep], x[keep]
+            w = None if w is None else w[keep]
+        return codes, eta, x.astype(float), w
+
+    def _first_sums(self, sl, part):
+        dm = self.dm
+        codes, eta, x, w = self._chunk(sl)
+        _, E, W, C = dm.moments(sl=sl, probabilities=False, eta=eta)
+        keep = ~dm.touches_extreme_of(sl) & (W > 1e-12)
+        if not keep.all():
+            self.keep[sl.start] = keep
+            codes, eta, x = [g[keep] for g in codes], eta[keep], x[keep]
+            E, W, C, w = E[keep], W[keep], C[keep], None if w is None else w[keep]
+        y2 = np.square(x - E)
+        W2 = np.square(W)
+        if w is None:  # every weight 1: counts, and w^2 = w
+            rows = (None, None, W, y2 / W, y2, C / W2, C - W2, x, eta)
+        else:
+            w2 = w * w
+            rows = (w, w2, w * W, w * y2 / W, w * y2, w2 * C / W2, w2 * (C - W2), w * x, w * eta)
+        for g, acc in zip(codes, part):
+            if rows[0] is None:  # integer counts: exact in any order
+                count = np.bincount(g, minlength=acc.shape[1])
+                acc[0] += count
+                acc[1] += count
+            for k in range(0 if rows[0] is not None else 2, len(rows)):
+                np.add.at(acc[k], g, rows[k])
+
+    def _second_sums(self, sl, part):
+        codes, eta, x, w = self._chunk(sl, self.keep.get(sl.start))
+        for g, f, acc in zip(codes, self.first, part):
             with np.errstate(invalid="ignore", divide="ignore"):
                 da = x - (f[7] / f[0])[g]
                 db = eta - (f[8] / f[0])[g]
@@ -108,7 +131,7 @@ class _Accumulator:
             else:
                 rows = (da * db, da * da, db * db)
             for k, v in enumerate(rows):
-                acc[k] += np.bincount(g, weights=v, minlength=acc.shape[1])
+                np.add.at(acc[k], g, v)
 
     def statistics(self, a: int) -> dict:
         sw, sw2, swW, s_out, s_in, s_qout, s_qin, _, _ = self.first[a]
@@ -135,9 +158,10 @@ def _dimension_fit(dm, step: int) -> list[pd.DataFrame]:
     frames = []
     for a, (f, elements, extreme) in enumerate(zip(dm.facets, dm.elements, dm.extreme)):
         stats = acc.statistics(a)
-        part = pd.DataFrame({"dimension": dm.dimension, "facet": f, "element": elements, **stats})
-        part.loc[extreme, list(stats)] = np.nan
-        frames.append(part)
+        for v in stats.values():  # fresh arrays: extreme elements get no fit statistics
+            v[extreme] = np.nan
+        frames.append(pd.DataFrame({"dimension": dm.dimension, "facet": f, "element": elements,
+                                    **stats}))
     return frames
 
 

@@ -161,6 +161,44 @@ def test_fit_statistics_in_slices_equal_one_pass():
         whole.set_index(["facet", "element"]).loc[("question", "q000"), "infit"])
 
 
+def test_chunks_within_a_slice_keep_the_slice_sums_to_the_last_bit(monkeypatch):
+    """Each slice's sums are carried on chunk after chunk (for the CPU cache) in judgment order,
+    exactly as one bincount of the slice: any chunk length gives the same bits, with weights,
+    an extreme question and a rating scale."""
+    import irtpeer
+    from irtpeer.analyses import fit as fitmod
+
+    frame = _small(3)
+    frame.loc[frame["question"] == "q000", "score"] = 3
+    frame = pd.concat([frame, frame.iloc[:40]], ignore_index=True)
+    ratings = irtpeer.load_ratings(frame, duplicates="mean")
+    cal = irtpeer.TorchMFRM(device="cpu").fit(ratings).calibration_
+    slices = {}
+    for chunk in (1 << 16, 5, 64):
+        monkeypatch.setattr(fitmod, "_CHUNK", chunk)
+        slices[chunk] = fit_statistics(cal, ratings, step=100)
+    reference = slices.pop(1 << 16)  # chunk longer than the slice: one chunk per slice
+    for got in slices.values():
+        pd.testing.assert_frame_equal(reference, got, check_exact=True)
+    assert reference["infit"].notna().sum() > 10
+
+
+def test_label_order_and_unused_categories_do_not_move_statistics():
+    """The ratings' codes are matched to the measures' elements: a categorical in another order
+    with an unused label gives the statistics of plain text labels."""
+    import irtpeer
+
+    frame = _small(1)
+    cal, ratings = fit(frame)
+    plain = fit_statistics(cal, ratings)
+    shuffled = frame.copy()
+    for col in ("model", "question", "judge", "item"):
+        cats = sorted(frame[col].unique(), reverse=True) + ["unused"]
+        shuffled[col] = pd.Categorical(frame[col], categories=cats)
+    pd.testing.assert_frame_equal(plain, fit_statistics(cal, irtpeer.load_ratings(shuffled)),
+                                  check_exact=True)
+
+
 def test_ratings_that_do_not_match_are_refused():
     import irtpeer
 
