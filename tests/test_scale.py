@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -299,10 +300,20 @@ def _leaderboard_hessian(models, items, seed=0):
 #: where the dense Schur complement lives: None = the host (LAPACK in place), "cpu" = the torch
 #: code that a GPU runs (:class:`_DeviceCholesky`), here on the CPU; and a GPU when there is one
 FACTOR_DEVICES = [None, "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+#: (factor device, where the dense Hessian block lives: None = a NumPy array, else a torch
+#: tensor on that device, as a GPU fit leaves it)
+FACTOR_CASES = [(None, None), ("cpu", None), ("cpu", "cpu")] + (
+    [("cuda", None), ("cuda", "cuda")] if torch.cuda.is_available() else [])
 
 
-@pytest.mark.parametrize("device", FACTOR_DEVICES)
-def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch, device):
+def _on(dense, block_device):
+    if block_device is None:
+        return dense
+    return [(r, c, torch.from_numpy(B).to(block_device)) for r, c, B in dense]
+
+
+@pytest.mark.parametrize("device, block_device", FACTOR_CASES)
+def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch, device, block_device):
     Hs, dense, blocks = _leaderboard_hessian(37, 90)
     n = Hs.shape[0]
     H = Hs.toarray()
@@ -314,8 +325,9 @@ def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch, device):
     monkeypatch.setattr(cg, "_BLOCK_CELLS", 37 * 5)
     want = np.zeros(n, dtype=bool)
     want[:37] = want[[40, 99]] = True  # all models and two items (eliminated)
-    it = cg.IterativeSchurSolver(Hs, dense, blocks).diag_inv(want, route="iterative")
-    S = cg.IterativeSchurSolver(Hs, dense, blocks, device=device)
+    it = cg.IterativeSchurSolver(Hs, _on(dense, block_device), blocks).diag_inv(
+        want, route="iterative")
+    S = cg.IterativeSchurSolver(Hs, _on(dense, block_device), blocks, device=device)
     assert len(S.be) == 89 and S.product == 37 + 2 * 37 * 90 + 89  # E, C both ways, D^-1
     de = S.diag_inv(want, route="dense")
     assert S.se_method.startswith("exact (Schur complement")
@@ -323,7 +335,7 @@ def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch, device):
     np.testing.assert_allclose(it[want], de[want], rtol=1e-8)
     np.testing.assert_allclose(S.inverse_block(np.arange(37), None), Hi[:37, :37], rtol=1e-10)
     g = np.random.default_rng(1).normal(size=(n, 2))
-    F = cg.IterativeSchurSolver(Hs, dense, blocks, device=device)
+    F = cg.IterativeSchurSolver(Hs, _on(dense, block_device), blocks, device=device)
     F.factorise_dense()  # solves through the Cholesky factor, one right-hand side or several
     np.testing.assert_allclose(F.solve(g), Hi @ g, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(F.solve(g[:, 0]), Hi @ g[:, 0], rtol=1e-9, atol=1e-12)
@@ -339,16 +351,32 @@ def test_forced_se_routes_give_the_same_inverse_diagonal(monkeypatch, device):
 class _TorchFactorOnCpu(cg.IterativeSchurSolver):
     """The solver as a GPU fit makes it (S formed, factorised, inverted by torch), on the CPU."""
 
+    blocks_seen: ClassVar[list] = []
+
     def __init__(self, *args, device=None, **kw):
         super().__init__(*args, device="cpu", **kw)
+        self.blocks_seen.extend(type(B) for _, _, B in args[1])
 
 
-def test_fit_with_the_device_factor_equals_the_host_factor(monkeypatch):
+@pytest.mark.parametrize("block_on_device", [False, True])
+def test_fit_with_the_device_factor_equals_the_host_factor(monkeypatch, block_on_device):
+    """A GPU fit's solver path on the CPU: the Schur complement by torch and (``True``) the
+    grid engine's models x items block left a torch tensor, as on a GPU."""
     df, _, _ = leaderboard(40, 150, 0.3, seed=7)
     monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)  # the model x question block dense
     host = fit(df, solver="iterative", se_facets="model,question")
+    init = lik.GridLikelihoodEngine.__init__
+
+    def engine_init(self, *args, **kw):
+        init(self, *args, **kw)
+        self.block_on_device = block_on_device
+
+    monkeypatch.setattr(lik.GridLikelihoodEngine, "__init__", engine_init)
     monkeypatch.setattr(tmod, "IterativeSchurSolver", _TorchFactorOnCpu)
+    monkeypatch.setattr(_TorchFactorOnCpu, "blocks_seen", [])
     dev = fit(df, solver="iterative", se_facets="model,question")
+    kinds = set(_TorchFactorOnCpu.blocks_seen)
+    assert kinds == {torch.Tensor if block_on_device else np.ndarray}
     assert dev.convergence["se_method"].iloc[0].startswith("exact (Schur complement")
     np.testing.assert_allclose(dev.measures["measure"], host.measures["measure"], rtol=0,
                                atol=1e-12)

@@ -72,6 +72,16 @@ def _mirror_lower(A: np.ndarray) -> None:
         A[j:k, k:] = A[k:, j:k].T
 
 
+def _host(a) -> np.ndarray:
+    """A dense block or chunk as a NumPy array (a torch tensor on a GPU is copied over)."""
+    return a.cpu().numpy() if isinstance(a, torch.Tensor) else a
+
+
+def _beside(a, like):
+    """``a`` (NumPy) where ``like`` lives: a torch tensor on its device, else as it is."""
+    return torch.as_tensor(a, device=like.device) if isinstance(like, torch.Tensor) else a
+
+
 def _check_factor(diag, info) -> None:
     """A Cholesky factor whose diagonal collapses marks a singular information matrix."""
     dg = np.asarray(diag) if len(diag) else np.ones(1)
@@ -96,6 +106,7 @@ class _HostCholesky:
     def column_norms(self, WT: np.ndarray) -> np.ndarray:
         """``diag(W S^-1 W^T)`` from ``W^T`` (C order, overwritten): the squared row norms of
         ``W U^-1``, solved from the right on ``W``, which is ``W^T``'s Fortran-ordered view."""
+        WT = _host(WT)
         Y = blas.dtrsm(1.0, self.U, WT.T, side=1, lower=0, trans_a=0, overwrite_b=1)
         return np.einsum("ij,ij->i", Y, Y)
 
@@ -119,8 +130,8 @@ class _DeviceCholesky:
         del S
         _check_factor(torch.diagonal(self.U).cpu().numpy(), int(info))
 
-    def _dev(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(self.U.device)
+    def _dev(self, a) -> torch.Tensor:
+        return torch.as_tensor(a, device=self.U.device)
 
     def solve(self, rhs: np.ndarray) -> np.ndarray:
         R = self._dev(rhs if rhs.ndim == 2 else rhs[:, None])
@@ -147,6 +158,8 @@ class IterativeSchurSolver:
     dense
         ``(rows, cols, B)``: ``H[rows[i], cols[j]] += B[i, j]`` (and symmetrically) for
         ``rows[i] >= 0`` and ``cols[j] >= 0`` (``-1`` marks an element that is not free).
+        ``B`` is a NumPy array, or a torch tensor left on the GPU that computed it: products
+        with it run there and only vectors cross.
     blocks
         A partition of ``range(n)`` by facet (and thresholds).
     rtol
@@ -217,8 +230,8 @@ class IterativeSchurSolver:
 
     def _product_cost(self) -> float:
         """Multiply-adds of one product with ``S`` (per right-hand side)."""
-        cd = sum(B.size for B, *_ in self.cd)
-        rd = sum(B.size for B, *_ in self.rd)
+        cd = sum(B.shape[0] * B.shape[1] for B, *_ in self.cd)
+        rd = sum(B.shape[0] * B.shape[1] for B, *_ in self.rd)
         return float(self.Hrr.nnz + 2 * (self.Cs.nnz + cd + rd) + len(self.be))
 
     # ------------------------------------------------------------------ products
@@ -226,7 +239,7 @@ class IterativeSchurSolver:
     def _apply(B, sel_in, dst_in, sel_out, dst_out, X, out):
         full = np.zeros((B.shape[1],) + X.shape[1:])
         full[sel_in] = X[dst_in]
-        out[dst_out] += (B @ full)[sel_out]
+        out[dst_out] += _host(B @ _beside(full, B))[sel_out]
 
     def _C(self, Xr):
         out = np.asarray(self.Cs @ Xr, dtype=np.float64)
@@ -260,6 +273,8 @@ class IterativeSchurSolver:
         nr = len(self.rest)
         part = self.Cs[s:e]
         out = part.T.toarray() if part.nnz else np.zeros((nr, e - s))
+        if self.cd and isinstance(self.cd[0][0], torch.Tensor):
+            out = _beside(out, self.cd[0][0])  # built where the dense pieces are
         for B, es, ed, rs, rd in self.cd:
             lo, hi = np.searchsorted(ed, [s, e])
             if hi <= lo:
@@ -398,7 +413,7 @@ class IterativeSchurSolver:
         nr = len(self.rest)
         S = self.Hrr.toarray()
         for B, rs, rdst, cs, cdst in self.rd:
-            blk = B[np.ix_(rs, cs)]
+            blk = _host(B[np.ix_(rs, cs)])
             S[np.ix_(rdst, cdst)] += blk
             S[np.ix_(cdst, rdst)] += blk.T
         dev = self.device
@@ -407,12 +422,12 @@ class IterativeSchurSolver:
         root = np.sqrt(self.dinv)  # S -= (C^T D^-1/2)(D^-1/2 C): one scaled chunk, no copy
         for s, e in self._chunks():
             CT = self._dense_CT_cols(s, e)
-            CT *= root[None, s:e]
+            CT *= _beside(root[None, s:e], CT)
             if dev is not None:
-                Ct = torch.from_numpy(CT).to(dev)
+                Ct = torch.as_tensor(CT, device=dev)
                 St.sub_(Ct @ Ct.T)
                 continue
-            Ct = torch.from_numpy(CT)
+            Ct = torch.as_tensor(_host(CT))
             for j in range(0, nr, bs):
                 k = min(j + bs, nr)
                 St[j:, j:k].sub_(Ct[j:] @ Ct[j:k].T)
@@ -445,7 +460,7 @@ class IterativeSchurSolver:
         out = np.empty(len(self.be))
         for s, e in self._chunks():
             WT = self._dense_CT_cols(s, e)  # a fresh array: scaled and solved in place
-            WT *= self.dinv[None, s:e]
+            WT *= _beside(self.dinv[None, s:e], WT)
             out[s:e] = self.dinv[s:e] + self._chol.column_norms(WT)
         return out
 
@@ -468,8 +483,8 @@ class IterativeSchurSolver:
                 dev = self.device or torch.device("cpu")
                 St = torch.from_numpy(Sinv).to(dev)
                 for s, e in self._chunks():
-                    WT = torch.from_numpy(self._dense_CT_cols(s, e) * self.dinv[None, s:e])
-                    WT = WT.to(dev)
+                    WT = torch.as_tensor(self._dense_CT_cols(s, e), device=dev)
+                    WT *= torch.as_tensor(self.dinv[None, s:e], device=dev)
                     out[self.be[s:e]] = self.dinv[s:e] + ((St @ WT) * WT).sum(0).cpu().numpy()
             self.se_method = f"exact (Schur complement of {nr} parameters formed densely)"
             return out
