@@ -199,6 +199,8 @@ def main(argv=None):
                     help="kill `irtpeer score` when its resident memory passes this many GB")
     ap.add_argument("--tmp", default=None, help="folder for the parquet file and outputs")
     args = ap.parse_args(argv)
+    if args.tmp is not None:
+        Path(args.tmp).mkdir(parents=True, exist_ok=True)  # a new folder, as a user names it
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         tmp = Path(tmp)
         path = tmp / "leaderboard.parquet"
