@@ -85,12 +85,21 @@ def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     else:
         cat = pd.Categorical(values)
         codes, cats = cat.codes, cat.categories
-    used = np.zeros(len(cats), dtype=bool)
-    used[codes] = True  # bincount would first copy the codes to int64
+    used = _used(codes, len(cats))
     if not used.all():
         codes = (np.cumsum(used) - 1).astype(codes.dtype)[codes]
         cats = cats[used]
     return codes, np.asarray(cats.astype(str))
+
+
+def _used(codes: np.ndarray, n: int, step: int = 1 << 18) -> np.ndarray:
+    """Which of the ``n`` codes occur: set from ``intp`` copies of short slices (numpy converts
+    a narrower index array on every scatter, twice as slow; bincount would copy all the codes
+    to int64 at once). 7 M int16 codes: 23 -> 12 ms."""
+    used = np.zeros(n, dtype=bool)
+    for s in range(0, len(codes), step):
+        used[codes[s : s + step].astype(np.intp)] = True
+    return used
 
 
 def _index_types(idx: list[np.ndarray], sizes: list[int], pcm: int | None, n_cats: int):
@@ -192,8 +201,10 @@ def check_connected(dimension: str, names: list[str], labels: list[np.ndarray], 
     hub = int(np.argmin(sizes))
     # a subset of the observations has a subset of the links: if every 13th observation
     # already connects everything (a crossed leaderboard does), the whole design does (a prime
-    # stride, so that it does not skip the same element of a facet every time)
-    stride = 13 if len(idx[0]) >= (1 << 22) else 1
+    # stride, so that it does not skip the same element of a facet every time). Tried whenever
+    # the subset is large enough to hold every element (1.2 M crossed ratings: 44 -> 4 ms); a
+    # miss costs a 13th of the full test
+    stride = 13 if len(idx[0]) >= 13 * sum(sizes) else 1
     if stride > 1 and _reached_in_two_steps([i[::stride] for i in idx], sizes, hub):
         return
     if _reached_in_two_steps(idx, sizes, hub):
