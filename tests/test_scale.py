@@ -473,3 +473,30 @@ def test_eliminated_ses_from_the_factor_equal_those_from_s_inverse(device):
     later._S_inverse()  # S^-1 formed before the diagonal is asked for: the GEMM route
     np.testing.assert_allclose(first, exact, rtol=1e-10)
     np.testing.assert_allclose(later.diag_inv(route="dense"), exact, rtol=1e-10)
+
+
+def test_no_two_hessian_blocks_are_alive_at_once(monkeypatch):
+    """A leaderboard's dense Hessian block is GBs (1.4 GB at 6,000 x 30,000): each new one,
+    the final one for the standard errors included, is built only after the last is freed (the
+    final one was built beside the last, +8 bytes per cell at the peak, after a refactor)."""
+    import gc
+    import weakref
+
+    df, _, _ = leaderboard(40, 150, 0.3, seed=7)
+    monkeypatch.setattr(lik, "BLOCK_MIN_CELLS", 1)  # the model x question block dense
+    monkeypatch.setattr(tmod, "FINAL_HESSIAN_STEP", -1.0)  # always a fresh final Hessian
+    blocks, alive_before = [], []
+    evaluate = lik.GridLikelihoodEngine.evaluate
+
+    def spy(self, params, need_hessian=True):
+        if need_hessian:
+            gc.collect()
+            alive_before.append(sum(r() is not None for r in blocks))
+        ev = evaluate(self, params, need_hessian)
+        blocks.extend(weakref.ref(B) for _, _, B in ev.dense or [])
+        return ev
+
+    monkeypatch.setattr(lik.GridLikelihoodEngine, "evaluate", spy)
+    fit(df, solver="iterative")
+    assert len(alive_before) >= 3 and len(blocks) >= 3  # start, iterations, the final one
+    assert alive_before == [0] * len(alive_before)

@@ -326,10 +326,12 @@ class TorchMFRM:
                 f"design, e.g. an element scored at the maximum on all but confounded "
                 f"observations). Try --penalty 0.01, or raise max_iter."
             )
+        fresh = stale and last_step > FINAL_HESSIAN_STEP
+        if fresh:  # the old Hessian (GBs on a leaderboard) is not needed: free it here, where
+            solver = None  # the last references are, before the final one is built
+            ev.H = ev.dense = None
         ev, solver, fval, gmax = self._final_evaluation(
-            engine, objective, ev, x, solver, stale and last_step > FINAL_HESSIAN_STEP,
-            (lay, lam, design, names),
-        )
+            engine, objective, ev, x, solver, fresh, (lay, lam, design, names))
         conv = _convergence_row(design, lay, engine, ev, fval, gmax, it, last_step, matvecs)
         return x, ev, solver, conv
 
@@ -337,11 +339,9 @@ class TorchMFRM:
         """The gradient at the final estimates, for the report. The Hessian of the previous
         point serves for the standard errors when that point is within FINAL_HESSIAN_STEP (a
         gradient-only pass); otherwise (``fresh``) the Hessian is evaluated here too, so that
-        the standard errors belong to the reported estimates (to ~1e-10 relative)."""
+        the standard errors belong to the reported estimates (to ~1e-10 relative); the caller
+        has freed the old Hessian then (it holds the last references to it)."""
         lay, lam = solver_args[0], solver_args[1]
-        if fresh:  # the old Hessian (GBs on a leaderboard) is not needed: free it first
-            solver = None
-            ev.H = ev.dense = None
         ev_final = engine.evaluate(x, need_hessian=fresh)
         if fresh:
             ev = ev_final
