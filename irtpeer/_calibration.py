@@ -207,7 +207,10 @@ class Calibration:
         lines.append(_format_scores(self.scores, self.person, self.dimensions))
         lines.append("")
         lines.append("Facets (measures in logits; higher = harder / more severe)")
-        fs = self.facet_summary()[list(_FACET_SUMMARY_SHOWN)]
+        from .analyses.facets import facet_summary
+
+        # no p-values: not shown, and they would import scipy.special (~0.1 s)
+        fs = facet_summary(self, p_values=False)[list(_FACET_SUMMARY_SHOWN)]
         lines.append(fs.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
         for facet, table in self._small_facets().items():
             lines.append("")

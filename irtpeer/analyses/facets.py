@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.special import chdtrc  # chi-square survival; scipy.stats costs ~1 s to import
 
 from .._errors import IrtpeerError
 
@@ -29,8 +28,10 @@ __all__ = ["facet_summary", "separation_statistics"]
 _SE_COLUMNS = {"model": "se_model", "full": "se", "real": "se_model"}
 
 
-def separation_statistics(measure, se) -> dict:
-    """Table 7 footer figures for one facet's measures and standard errors (arrays)."""
+def separation_statistics(measure, se, *, p_value: bool = True) -> dict:
+    """Table 7 footer figures for one facet's measures and standard errors (arrays);
+    ``p_value=False`` leaves out the chi-square's p-value (and the ~0.1 s import of
+    scipy.special that it needs)."""
     d = np.asarray(measure, dtype=float)
     s = np.asarray(se, dtype=float)
     ok = np.isfinite(d) & np.isfinite(s) & (s > 0)
@@ -52,16 +53,21 @@ def separation_statistics(measure, se) -> dict:
         out[f"reliability{suffix}"] = g * g / (1 + g * g)
     w = 1.0 / s**2
     chi2 = float(np.sum(w * d * d) - np.sum(w * d) ** 2 / np.sum(w))
-    out.update(chi2=chi2, df=L - 1, p_value=float(chdtrc(L - 1, chi2)) if L > 1 else np.nan)
+    out.update(chi2=chi2, df=L - 1)
+    if p_value:
+        from scipy.special import chdtrc  # chi-square survival; scipy.stats takes ~1 s to import
+
+        out["p_value"] = float(chdtrc(L - 1, chi2)) if L > 1 else np.nan
     return out
 
 
-def facet_summary(cal, ratings=None, *, se: str = "model") -> pd.DataFrame:
+def facet_summary(cal, ratings=None, *, se: str = "model", p_values: bool = True) -> pd.DataFrame:
     """Table 7 footer per dimension x facet (thresholds excluded, extreme elements left out).
 
     Columns: ``dimension, facet, elements, extreme, mean, sd, sd_sample, min, max, range, rmse,
     adj_sd, separation, strata, reliability`` (and their ``_sample`` versions), ``chi2, df,
-    p_value, mean_se`` (mean of the full-information ``se``, all elements).
+    p_value, mean_se`` (mean of the full-information ``se``, all elements); ``p_values=False``
+    leaves out ``p_value``.
     """
     if se not in _SE_COLUMNS:
         raise IrtpeerError(f"se={se!r} is not one of {', '.join(_SE_COLUMNS)}")
@@ -82,7 +88,8 @@ def facet_summary(cal, ratings=None, *, se: str = "model") -> pd.DataFrame:
     for (d, f), g in m.groupby(["dimension", "facet"], sort=False):
         ext = g["status"].astype(str).str.startswith("extreme").to_numpy()
         row = {"dimension": d, "facet": f, "elements": len(g), "extreme": int(ext.sum())}
-        row.update(separation_statistics(g["measure"].to_numpy()[~ext], g["_se"].to_numpy()[~ext]))
+        row.update(separation_statistics(g["measure"].to_numpy()[~ext], g["_se"].to_numpy()[~ext],
+                                         p_value=p_values))
         se = g["se"].astype(float)  # NaN for a facet whose se was not asked for (--se-facets)
         row["mean_se"] = float(se.mean()) if se.notna().any() else np.nan
         rows.append(row)

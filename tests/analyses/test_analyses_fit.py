@@ -87,6 +87,29 @@ def test_table7_footer_matches_numpy():
         assert row["sd_sample"] == pytest.approx(np.std(d, ddof=1))
 
 
+def test_text_summary_needs_no_p_values_nor_scipy_special(tmp_path):
+    """The footer without p-values is the footer less that column; the text summary (every
+    `irtpeer score` prints it) does not import scipy.special for p-values it does not show."""
+    import subprocess
+    import sys
+
+    cal, _ = fit(_small(1))
+    full = facet_summary(cal)
+    pd.testing.assert_frame_equal(facet_summary(cal, p_values=False),
+                                  full.drop(columns=["p_value"]), check_exact=True)
+    code = (
+        "import sys, irtpeer\n"
+        "sim = irtpeer.simulate(models=4, questions=20, judges=2, dimensions='A', seed=1)\n"
+        "cal = irtpeer.TorchMFRM(device='cpu').fit(irtpeer.load_ratings(sim.ratings))"
+        ".calibration_\n"
+        "assert 'Facets' in cal.summary()\n"
+        "print('scipy.special' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_table8_categories_sum_and_order():
     frame = _small(3)
     cal, ratings = fit(frame)
