@@ -200,18 +200,19 @@ def _key_codes(col: pd.Series) -> tuple[np.ndarray, int]:
     return codes, max(len(uniques), 1)
 
 
-def _no_duplicates(df: pd.DataFrame, key: list[str], step: int = 1 << 24) -> bool:
+def _no_duplicates(df: pd.DataFrame, key: list[str], step: int = 1 << 18) -> bool:
     """True when every key occurs once, settled with a bitmap of the possible keys (one byte
-    each) and the key built slice by slice (no per-row int64 array); False when unsure."""
+    each) and the key built slice by slice (no per-row int64 array); False when unsure. The
+    keys are ``intp`` (numpy converts any other index type on every scatter) in slices that
+    stay in the CPU cache."""
     cols = [_key_codes(df[c]) for c in key]
     span = int(np.prod([float(n) for _, n in cols]))
     if span > _BITMAP_KEYS:
         return False
     seen = np.zeros(span, dtype=bool)
-    kind = np.int32 if span <= np.iinfo(np.int32).max else np.int64  # half the memory traffic
     for s in range(0, len(df), step):
-        k = np.zeros(min(step, len(df) - s), dtype=kind)
-        for codes, n in cols:
+        k = cols[0][0][s : s + step].astype(np.intp)
+        for codes, n in cols[1:]:
             k *= n
             k += codes[s : s + step]
         seen[k] = True
