@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The prepared GPU check of issue 13: one CUDA GPU (H100/H200), at most ~9.5 minutes, no downloads,
 # only tiny models built on the spot. Steps (each runs even when an earlier one failed):
-#   cuda_tests   python -m pytest -q tests/test_cuda.py tests/test_estimator.py -k cuda
+#   cuda_tests   python -m pytest -q tests/test_cuda.py tests/test_estimator.py tests/test_segsum.py
+#                tests/test_scale.py -k cuda (CUDA vs CPU fits; the Schur complement on the GPU)
 #   bench_gpu    benchmarks/bench_gpu.py: CUDA vs CPU fit on ~2 M ratings (s, bytes/observation)
 #   lagdpo       scripts/gpu_lagdpo.py --out DIR/lagdpo: real bf16 steps per accelerate config
 #   vllm         tests/harness/test_vllm_gpu.py on a real vLLM engine (skipped without vllm)
@@ -112,7 +113,7 @@ skip_step() {  # NAME MESSAGE
 # (a) the CUDA estimator tests (CUDA vs CPU comparisons); a missing file is a failure
 wanted cuda_tests && {
   CUDA_TESTS=()
-  for f in tests/test_cuda.py tests/test_estimator.py; do
+  for f in tests/test_cuda.py tests/test_estimator.py tests/test_segsum.py tests/test_scale.py; do
     [[ -f $f ]] && CUDA_TESTS+=("$f") || echo "gpu_check: $f is missing" | tee -a "$LOG"
   done
   if ((${#CUDA_TESTS[@]})); then
