@@ -92,12 +92,17 @@ def _codes(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes, np.asarray(cats.astype(str))
 
 
-def _used(codes: np.ndarray, n: int, step: int = 1 << 18) -> np.ndarray:
-    """Which of the ``n`` codes occur: set from ``intp`` copies of short slices (numpy converts
-    a narrower index array on every scatter, twice as slow; bincount would copy all the codes
-    to int64 at once). 7 M int16 codes: 23 -> 12 ms."""
+def _used(codes: np.ndarray, n: int, step: int = 1 << 18, stride: int = 61) -> np.ndarray:
+    """Which of the ``n`` codes occur. Usually all do, which every ``stride``-th code (or the
+    first slices) already shows, so the scan stops there; otherwise every code is visited, in
+    ``intp`` copies of short slices (numpy converts a narrower index array on every scatter,
+    twice as slow; bincount would copy all the codes to int64 at once). 15 M ratings, four
+    columns: 115 -> 6 ms."""
     used = np.zeros(n, dtype=bool)
+    used[codes[::stride].astype(np.intp)] = True
     for s in range(0, len(codes), step):
+        if used.all():
+            break
         used[codes[s : s + step].astype(np.intp)] = True
     return used
 

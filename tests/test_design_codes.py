@@ -19,6 +19,20 @@ def test_used_codes_across_slices_equal_a_count(dtype):
     np.testing.assert_array_equal(got, np.bincount(codes, minlength=50) > 0)
 
 
+@pytest.mark.parametrize("at", [0, 500, 998])
+def test_used_codes_when_one_code_occurs_once_off_the_sampled_rows(at):
+    """Every code but one is in the sampled rows and the first slice: the scan goes on until
+    the last one is seen, wherever it is (the early stop only ever stops on all codes seen)."""
+    codes = np.tile(np.arange(10, dtype=np.int8), 100)
+    codes[codes == 9] = 8
+    codes[at + 1] = 9  # not a multiple of the stride: off the sample
+    assert (at + 1) % 7 != 0
+    np.testing.assert_array_equal(_used(codes, 11, step=64, stride=7),
+                                  np.arange(11) < 10)
+    np.testing.assert_array_equal(_used(codes[codes != 9], 10, step=64, stride=7),
+                                  np.arange(10) < 9)
+
+
 def test_unused_categories_are_dropped_and_codes_renumbered():
     col = pd.Series(pd.Categorical(["b", "d", "b", "a"], categories=["a", "b", "c", "d", "e"]))
     codes, labels = _codes(col)
