@@ -81,5 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+def program() -> None:
+    """The irtpeer program, as the console script and ``python -m irtpeer`` run it: :func:`main`,
+    then the exit without the interpreter's teardown (:func:`._common.exit_now`)."""
+    from ._common import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
