@@ -4,17 +4,24 @@ normal exit gives: the exit code, buffered output, atexit callbacks, threads sti
 import subprocess
 import sys
 
+import pytest
+
 import irtpeer
 
 SCRIPT = """
 import atexit, sys, threading, time
+from concurrent.futures import ThreadPoolExecutor
 from irtpeer.cli._common import exit_now
 
 def late():
     time.sleep(0.3)
     open(sys.argv[1], "w").write("thread finished")
 
-threading.Thread(target=late).start()
+if sys.argv[2] == "thread":
+    threading.Thread(target=late).start()
+if sys.argv[2] == "executor":  # left open: its idle worker must not hold the exit
+    pool = ThreadPoolExecutor(2)
+    pool.submit(time.sleep, 0.01).result()
 atexit.register(lambda: print("atexit ran"))
 print("buffered", end=" ")  # stdout is a pipe: block-buffered until flushed
 sys.stderr.write("on stderr")
@@ -22,14 +29,17 @@ exit_now(3)
 """
 
 
-def test_exit_now_keeps_code_output_callbacks_and_threads(tmp_path):
+@pytest.mark.parametrize("other", ["none", "thread", "executor"])
+def test_exit_now_keeps_code_output_callbacks_and_threads(tmp_path, other):
     marker = tmp_path / "marker.txt"
-    res = subprocess.run([sys.executable, "-c", SCRIPT, str(marker)], check=False, capture_output=True,
-                         text=True, timeout=60)
+    res = subprocess.run([sys.executable, "-c", SCRIPT, str(marker), other], check=False,
+                         capture_output=True, text=True, timeout=60)
     assert res.returncode == 3
     assert res.stdout == "buffered atexit ran\n"
     assert res.stderr == "on stderr"
-    assert marker.read_text() == "thread finished"
+    assert marker.exists() == (other == "thread")
+    if other == "thread":
+        assert marker.read_text() == "thread finished"
 
 
 def test_score_as_a_program_exit_codes_and_files(tmp_path):

@@ -198,16 +198,17 @@ def load_from_args(args, *, preload: bool = False):
 def exit_now(code: int):
     """End the program without the interpreter's teardown: once torch is imported, tearing its
     modules and C++ state down takes ~0.1 s, only for the exit to free the memory anyway.
-    What a normal exit does that matters is done first: other non-daemon threads are waited
-    for, the atexit callbacks run (logging, temporary files, the collector's freeze), stdout
-    and stderr are flushed; a flush that fails takes the normal exit instead."""
+    What a normal exit does that matters is done first: the atexit callbacks run (logging,
+    temporary files, the collector's freeze) and stdout and stderr are flushed. A non-daemon
+    thread still alive (an executor's idle worker, a preload still importing) or a flush that
+    fails takes the normal exit instead, which shuts executors down and waits for threads."""
     import atexit
     import os
     import threading
 
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    main = threading.main_thread()
+    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        sys.exit(code)
     atexit._run_exitfuncs()  # they run once: the normal exit would not run them again
     try:
         for stream in (sys.stdout, sys.stderr):
