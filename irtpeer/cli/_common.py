@@ -109,16 +109,38 @@ def _read_config(path: str) -> dict:
     return data
 
 
+def _config_options(data: dict, command: str | None) -> dict:
+    """A config file's options for ``command``: its top-level values, then those of a table
+    named after the command (``[score]`` in TOML, ``score:`` in YAML), which win. Tables named
+    after other irtpeer commands are theirs (one file can serve several commands)."""
+    from . import COMMAND_MODULES
+
+    commands = {m.rsplit(".", 1)[-1] for m in COMMAND_MODULES}
+    section = data.get(command) if command else None
+    out = {k: v for k, v in data.items() if not (isinstance(v, dict) and k in commands)}
+    if isinstance(section, dict):
+        out.update(section)
+    return out
+
+
 def apply_config(args, parser: argparse.ArgumentParser) -> None:
     """Fill options not given on the command line from ``--config`` (flags win)."""
     if not getattr(args, "config", None):
         return
     actions = {a.dest: a for a in parser._actions if a.dest not in ("help", "config", "func")}
-    for key, value in _read_config(args.config).items():
+    command = getattr(args, "command", None)
+    for key, value in _config_options(_read_config(args.config), command).items():
         dest = str(key).replace("-", "_")
         if dest not in actions:
             known = ", ".join(sorted(d.replace("_", "-") for d in actions if d != "path"))
             raise IrtpeerError(f"--config: unknown option {key!r}; options are {known}")
+        lists = dest in ("facets", "pair")
+        if isinstance(value, dict) or (isinstance(value, list) and not lists):
+            kind = "a table" if isinstance(value, dict) else "a list"
+            raise IrtpeerError(
+                f"--config: option {key!r} is {kind} ({value!r}); give it one value. Options go "
+                f"at the top level of the file{f' or in a [{command}] table' if command else ''}"
+            )
         action = actions[dest]
         if getattr(args, dest) != action.default:
             continue  # given on the command line
