@@ -127,7 +127,6 @@ class _DeviceCholesky:
 
     def __init__(self, S: torch.Tensor):
         self.U, info = torch.linalg.cholesky_ex(S, upper=True)
-        del S
         _check_factor(torch.diagonal(self.U).cpu().numpy(), int(info))
 
     def _dev(self, a) -> torch.Tensor:
@@ -273,7 +272,7 @@ class IterativeSchurSolver:
         nr = len(self.rest)
         part = self.Cs[s:e]
         out = part.T.toarray() if part.nnz else np.zeros((nr, e - s))
-        if self.cd and isinstance(self.cd[0][0], torch.Tensor):
+        if self.cd:
             out = _beside(out, self.cd[0][0])  # built where the dense pieces are
         for B, es, ed, rs, rd in self.cd:
             lo, hi = np.searchsorted(ed, [s, e])
