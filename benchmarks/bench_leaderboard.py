@@ -200,7 +200,10 @@ def main(argv=None):
     ap.add_argument("--tmp", default=None, help="folder for the parquet file and outputs")
     args = ap.parse_args(argv)
     if args.tmp is not None:
-        Path(args.tmp).mkdir(parents=True, exist_ok=True)  # a new folder, as a user names it
+        try:
+            Path(args.tmp).mkdir(parents=True, exist_ok=True)  # a new folder, as a user names it
+        except OSError as exc:
+            ap.error(f"--tmp {args.tmp!r}: {exc.strerror}; name a folder that can be made")
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         tmp = Path(tmp)
         path = tmp / "leaderboard.parquet"
